@@ -1,0 +1,1 @@
+//! loopd engine (work in progress).

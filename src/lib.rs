@@ -1,1 +1,42 @@
-//! loopd engine (work in progress).
+//! loopd's engine: an event loop with the semantics of Python's asyncio, on `mio`.
+//!
+//! The asyncio reference ("Event Loop" and "Policies") is the specification: where it states
+//! an order, an error or an edge case, [`EventLoop`] does the same. This crate has no tokio
+//! and no gRPC in it; the `loopd` daemon hosts these loops and drives them remotely.
+//!
+//! # Anatomy of the crate
+//! - [`event_loop`]: [`EventLoop`] itself: the ready queue, `run_once`, run/stop/close.
+//! - `handle`: [`Handle`] and [`TimerHandle`], what scheduling returns.
+//! - `timer`: the timer heap (deadline, then FIFO) and the timerfd for sub-ms wake-ups.
+//! - `remote`: [`LoopHandle`], the only door from other threads (`call_soon_threadsafe`).
+//! - `exception`: the exception handler and its [`ExceptionContext`].
+//! - `metrics`: per-loop counters ([`Metrics`]).
+//! - `clock`: the one monotonic clock everything uses.
+//!
+//! # Stricter than asyncio
+//! - Timers never fire early: inside a timer callback `loop.time() >= handle.when()`.
+//!   (asyncio fires up to one clock resolution early; uvloop keeps whole milliseconds.)
+//! - Timers with equal deadlines fire in the order they were scheduled.
+//! - A timerfd wakes the poll at the deadline itself, so firing is sub-millisecond precise
+//!   even though `epoll_wait` takes whole milliseconds.
+//!
+//! # Limitations
+//! - Linux only (epoll, timerfd).
+//! - `call_soon_threadsafe` returns no cancellable handle.
+//! - Callbacks are Rust closures; the loop is `!Send` and lives on one thread.
+
+mod clock;
+pub mod error;
+pub mod event_loop;
+mod exception;
+mod handle;
+mod metrics;
+mod remote;
+mod timer;
+
+pub use error::{Error, Result};
+pub use event_loop::{DEFAULT_SLOW_CALLBACK, EventLoop, MAX_POLL_TIMEOUT, get_running_loop};
+pub use exception::{ExceptionContext, ExceptionHandler, PanicError, SharedError};
+pub use handle::{Handle, TimerHandle};
+pub use metrics::{LATENESS_BUCKET_BOUNDS_NS, LatenessHistogram, Metrics};
+pub use remote::LoopHandle;

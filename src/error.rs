@@ -1,0 +1,91 @@
+//! The engine's one error type.
+//!
+//! Every fallible public method returns [`Result`]. Messages are lowercase, name the
+//! value that was wrong, and keep an `io::Error` as the source when the OS said no.
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// Result alias used throughout the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong when driving an [`EventLoop`](crate::EventLoop).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The loop was closed: nothing can be scheduled on it any more.
+    #[error("event loop is closed")]
+    Closed,
+    /// `run_forever`/`run_until_complete` was called on a loop that is already running.
+    #[error("this event loop is already running")]
+    AlreadyRunning,
+    /// Another loop is already running on this thread.
+    #[error("cannot run the event loop while another loop is running")]
+    AnotherLoopRunning,
+    /// `close()` was called while the loop runs.
+    #[error("cannot close a running event loop")]
+    CloseWhileRunning,
+    /// `get_running_loop()` was called outside a running loop.
+    #[error("no running event loop")]
+    NoRunningLoop,
+    /// The policy has no loop for this thread and will not create one.
+    #[error("there is no current event loop in thread {0:?}")]
+    NoCurrentLoop(String),
+    /// `run_until_complete` returned because `stop()` was called first.
+    #[error("event loop stopped before future completed")]
+    StoppedBeforeComplete,
+    /// A delay that is NaN, infinite or too large to represent.
+    #[error("invalid delay {0} s: must be a finite number of seconds below 2^63 ns")]
+    InvalidDelay(f64),
+    /// A loop time (`call_at_loop_time`) that is NaN, infinite or out of range.
+    #[error("invalid loop time {0} s: must be finite and non-negative")]
+    InvalidTime(f64),
+    /// A duration setting that makes no sense (e.g. a slow-callback threshold).
+    #[error("invalid {what}: {value}")]
+    InvalidArgument {
+        /// Which argument was wrong.
+        what: &'static str,
+        /// The offending value, rendered.
+        value: String,
+    },
+    /// Not a signal number this system knows.
+    #[error("invalid signal number {0}")]
+    InvalidSignal(i32),
+    /// A signal whose handler cannot be changed (SIGKILL, SIGSTOP).
+    #[error("signal {0} cannot be caught")]
+    UncatchableSignal(i32),
+    /// The default executor was shut down; no more work is accepted.
+    #[error("executor shutdown has been called")]
+    ExecutorShutdown,
+    /// The future or task was cancelled.
+    #[error("future was cancelled")]
+    Cancelled,
+    /// A future operation that does not fit its state (e.g. a result set twice).
+    #[error("invalid future state: {0}")]
+    InvalidState(&'static str),
+    /// Registering a file descriptor with the poller failed.
+    #[error("failed to register fd {fd}")]
+    Register {
+        /// The descriptor.
+        fd: RawFd,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// Any other failed system call, named by `op`.
+    #[error("{op} failed")]
+    Io {
+        /// The operation that failed.
+        op: &'static str,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps an `io::Error` with the name of the operation that produced it.
+    pub(crate) fn io(op: &'static str) -> impl FnOnce(io::Error) -> Error {
+        move |source| Error::Io { op, source }
+    }
+}

@@ -141,7 +141,12 @@ impl Drop for RunningGuard<'_> {
 }
 
 fn debug_from_env() -> bool {
-    std::env::var_os("LOOPD_DEBUG").is_some_and(|v| !v.is_empty() && v != "0")
+    debug_flag(std::env::var_os("LOOPD_DEBUG").as_deref())
+}
+
+/// `LOOPD_DEBUG` turns debug mode on when set to anything but empty or `0`.
+fn debug_flag(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|v| !v.is_empty() && v != "0")
 }
 
 impl EventLoop {
@@ -587,5 +592,70 @@ impl std::fmt::Debug for EventLoop {
             .field("closed", &self.is_closed())
             .field("debug", &self.get_debug())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Nanos = 1_000_000_000;
+
+    #[test]
+    fn poll_timeout_is_zero_when_ready_or_stopping_and_capped_at_one_day() {
+        let lp = EventLoop::new().unwrap();
+        let now = clock::now();
+        assert_eq!(
+            lp.poll_timeout(now),
+            (None, None),
+            "nothing scheduled: wait for I/O"
+        );
+
+        let in_two_days = now + 2 * 24 * 3600 * SECOND;
+        lp.call_at_loop_time(clock::to_secs(in_two_days), || {})
+            .unwrap();
+        assert_eq!(lp.poll_timeout(now).0, Some(MAX_POLL_TIMEOUT));
+
+        lp.call_later(Duration::from_secs(3), || {}).unwrap();
+        let (timeout, _) = lp.poll_timeout(clock::now());
+        assert!(
+            timeout.unwrap() <= Duration::from_secs(3) && timeout.unwrap() > Duration::from_secs(2)
+        );
+
+        lp.stop();
+        assert_eq!(lp.poll_timeout(now).0, Some(Duration::ZERO), "stopping");
+        lp.core.stopping.set(false);
+        lp.call_soon(|| {}).unwrap();
+        assert_eq!(lp.poll_timeout(now).0, Some(Duration::ZERO), "ready");
+    }
+
+    #[test]
+    fn a_cancelled_head_does_not_shorten_the_timeout() {
+        let lp = EventLoop::new().unwrap();
+        let now = clock::now();
+        lp.call_at_loop_time(clock::to_secs(now + SECOND), || {})
+            .unwrap()
+            .cancel();
+        lp.call_at_loop_time(clock::to_secs(now + 10 * SECOND), || {})
+            .unwrap();
+        let (timeout, deadline) = lp.poll_timeout(now);
+        assert_eq!(deadline, Some(now + 10 * SECOND));
+        assert_eq!(timeout, Some(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn debug_mode_follows_loopd_debug() {
+        for (value, expected) in [
+            (None, false),
+            (Some(""), false),
+            (Some("0"), false),
+            (Some("1"), true),
+        ] {
+            assert_eq!(
+                debug_flag(value.map(std::ffi::OsStr::new)),
+                expected,
+                "{value:?}"
+            );
+        }
     }
 }

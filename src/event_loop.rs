@@ -87,6 +87,8 @@ pub(crate) struct Core {
     sources: RefCell<HashMap<usize, IoDispatch>>,
     next_token: Cell<usize>,
     ready: RefCell<VecDeque<Ready>>,
+    /// The batch being run; swapped with `ready` so running takes no borrow per callback.
+    batch: RefCell<VecDeque<Ready>>,
     timers: RefCell<TimerHeap>,
     timerfd: TimerFd,
     remote: Arc<Remote>,
@@ -168,6 +170,7 @@ impl EventLoop {
             sources: RefCell::new(HashMap::new()),
             next_token: Cell::new(FIRST_SOURCE_TOKEN),
             ready: RefCell::new(VecDeque::new()),
+            batch: RefCell::new(VecDeque::new()),
             timers: RefCell::new(TimerHeap::new()),
             timerfd,
             remote: Arc::new(Remote::new(waker)),
@@ -351,8 +354,7 @@ impl EventLoop {
         self.drain_remote(); //                                             threadsafe calls,
         self.dispatch_io(); //                                              become callbacks
         self.drain_due_timers(); //                                      4. due timers
-        let batch = self.core.ready.borrow().len();
-        self.run_ready(batch); //                                        5. newcomers wait
+        self.run_ready(); //                                             5. newcomers wait
         bump(&self.core.counters.iterations, 1);
         Ok(())
     }
@@ -450,22 +452,24 @@ impl EventLoop {
         });
     }
 
-    fn run_ready(&self, batch: usize) {
+    /// Runs exactly the callbacks that are ready now: the ready queue becomes the batch and
+    /// an empty queue (with the last batch's capacity) takes what the batch schedules.
+    fn run_ready(&self) {
         let started = clock::now();
+        let mut batch = std::mem::take(&mut *self.core.batch.borrow_mut());
+        std::mem::swap(&mut batch, &mut *self.core.ready.borrow_mut());
         let mut ran = 0;
-        for _ in 0..batch {
-            let Some(item) = self.core.ready.borrow_mut().pop_front() else {
-                break;
-            };
+        for item in batch.drain(..) {
             match item {
                 Ready::Local(cell) if cell.header().is_cancelled() => continue,
-                Ready::Local(cell) => self.run_guarded(cell.callback_name(), || cell.run()),
+                Ready::Local(cell) => self.run_guarded(|| cell.callback_name(), || cell.run()),
                 Ready::Remote(callback) => {
-                    self.run_guarded("call_soon_threadsafe callback", callback)
+                    self.run_guarded(|| "call_soon_threadsafe callback", callback)
                 }
             }
             ran += 1;
         }
+        *self.core.batch.borrow_mut() = batch;
         let counters = &self.core.counters;
         bump(&counters.callbacks_run, ran);
         counters
@@ -475,9 +479,10 @@ impl EventLoop {
 
     /// Runs one callback, turning a panic into a report to the exception handler and, in
     /// debug mode, reporting it if it was slow.
-    fn run_guarded(&self, name: &'static str, callback: impl FnOnce()) {
+    fn run_guarded(&self, name: impl Fn() -> &'static str, callback: impl FnOnce()) {
         let started = self.core.debug.get().then(Instant::now);
         if let Err(payload) = catch_unwind(AssertUnwindSafe(callback)) {
+            let name = name();
             self.call_exception_handler(ExceptionContext {
                 message: format!("exception in callback {name}"),
                 error: Some(Arc::new(PanicError::from_payload(&*payload))),
@@ -489,7 +494,7 @@ impl EventLoop {
             let took = started.elapsed();
             if took >= self.core.slow_callback.get() {
                 bump(&self.core.counters.slow_callbacks, 1);
-                tracing::warn!(target: "loopd", "executing {name} took {:.3} seconds", took.as_secs_f64());
+                tracing::warn!(target: "loopd", "executing {} took {:.3} seconds", name(), took.as_secs_f64());
             }
         }
     }

@@ -100,6 +100,7 @@ pub(crate) struct Core {
     slow_callback: Cell<Duration>,
     pub(crate) exception_handler: RefCell<Option<ExceptionHandler>>,
     pub(crate) counters: Counters,
+    pub(crate) signals: RefCell<crate::signal::LoopSignals>,
 }
 
 /// An asyncio event loop. Not `Send`: it lives on the thread that made it; other threads
@@ -182,6 +183,7 @@ impl EventLoop {
             slow_callback: Cell::new(DEFAULT_SLOW_CALLBACK),
             exception_handler: RefCell::new(None),
             counters: Counters::default(),
+            signals: RefCell::default(),
         };
         Ok(EventLoop {
             core: Rc::new(core),
@@ -334,6 +336,7 @@ impl EventLoop {
         let timers = self.core.timers.borrow_mut().clear();
         let sources = std::mem::take(&mut *self.core.sources.borrow_mut());
         let remote = self.core.remote.close();
+        self.close_signal_handlers();
         drop((ready, timers, sources, remote));
         Ok(())
     }

@@ -12,6 +12,7 @@
 //! - `exception`: the exception handler and its [`ExceptionContext`].
 //! - `metrics`: per-loop counters ([`Metrics`]).
 //! - `clock`: the one monotonic clock everything uses.
+//! - `signal`: `add_signal_handler`/`remove_signal_handler`: Unix signals delivered into the poll.
 //!
 //! # Stricter than asyncio
 //! - Timers never fire early: inside a timer callback `loop.time() >= handle.when()`.
@@ -32,6 +33,7 @@ mod exception;
 mod handle;
 mod metrics;
 mod remote;
+mod signal;
 mod timer;
 
 pub use error::{Error, Result};

@@ -390,8 +390,7 @@ fn io_callbacks_run_after_ready_ones_and_before_new_timers() {
         inner.stop();
     })
     .unwrap();
-    let reader_log = log("reader");
-    lp.add_reader(a.as_raw_fd(), move || reader_log()).unwrap();
+    lp.add_reader(a.as_raw_fd(), log("reader")).unwrap();
     lp.call_soon(log("ready")).unwrap();
     lp.run_forever().unwrap();
     // One iteration: a later reader call would come after "timer" (and the stop).

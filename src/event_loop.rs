@@ -101,6 +101,7 @@ pub(crate) struct Core {
     pub(crate) exception_handler: RefCell<Option<ExceptionHandler>>,
     pub(crate) counters: Counters,
     pub(crate) signals: RefCell<crate::signal::LoopSignals>,
+    pub(crate) fd_watchers: crate::io::FdWatchers,
 }
 
 /// An asyncio event loop. Not `Send`: it lives on the thread that made it; other threads
@@ -184,6 +185,7 @@ impl EventLoop {
             exception_handler: RefCell::new(None),
             counters: Counters::default(),
             signals: RefCell::default(),
+            fd_watchers: crate::io::FdWatchers::default(),
         };
         Ok(EventLoop {
             core: Rc::new(core),
@@ -337,6 +339,7 @@ impl EventLoop {
         let sources = std::mem::take(&mut *self.core.sources.borrow_mut());
         let remote = self.core.remote.close();
         self.close_signal_handlers();
+        self.release_fd_watchers();
         drop((ready, timers, sources, remote));
         Ok(())
     }

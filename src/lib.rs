@@ -8,6 +8,7 @@
 //! - [`event_loop`]: [`EventLoop`] itself: the ready queue, `run_once`, run/stop/close.
 //! - `handle`: [`Handle`] and [`TimerHandle`], what scheduling returns.
 //! - `timer`: the timer heap (deadline, then FIFO) and the timerfd for sub-ms wake-ups.
+//! - `io`: `add_reader`/`add_writer`: level-triggered watching of raw fds, as asyncio's.
 //! - `remote`: [`LoopHandle`], the only door from other threads (`call_soon_threadsafe`).
 //! - `exception`: the exception handler and its [`ExceptionContext`].
 //! - `metrics`: per-loop counters ([`Metrics`]).
@@ -31,6 +32,7 @@ pub mod error;
 pub mod event_loop;
 mod exception;
 mod handle;
+mod io;
 mod metrics;
 mod remote;
 mod signal;

@@ -98,6 +98,8 @@ pub(crate) struct Core {
     slow_callback: Cell<Duration>,
     pub(crate) exception_handler: RefCell<Option<ExceptionHandler>>,
     pub(crate) counters: Counters,
+    pub(crate) tasks: crate::task::Tasks,
+    pub(crate) executor: crate::executor::ExecutorState,
 }
 
 /// An asyncio event loop. Not `Send`: it lives on the thread that made it; other threads
@@ -174,6 +176,8 @@ impl EventLoop {
             slow_callback: Cell::new(DEFAULT_SLOW_CALLBACK),
             exception_handler: RefCell::new(None),
             counters: Counters::default(),
+            tasks: Default::default(),
+            executor: Default::default(),
         };
         Ok(EventLoop {
             core: Rc::new(core),
@@ -326,6 +330,7 @@ impl EventLoop {
         let timers = self.core.timers.borrow_mut().clear();
         let sources = std::mem::take(&mut *self.core.sources.borrow_mut());
         let remote = self.core.remote.close();
+        crate::task::release_on_close(self);
         drop((ready, timers, sources, remote));
         Ok(())
     }

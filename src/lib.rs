@@ -12,6 +12,9 @@
 //! - `exception`: the exception handler and its [`ExceptionContext`].
 //! - `metrics`: per-loop counters ([`Metrics`]).
 //! - `clock`: the one monotonic clock everything uses.
+//! - `future`: [`Future`], asyncio's future: a result set later, awaitable by tasks.
+//! - `task`: [`Task`], a Rust future polled on the loop; `create_task`, `run_until_complete`.
+//! - `executor`: the default [`ThreadPool`] and `run_in_executor` for blocking work.
 //!
 //! # Stricter than asyncio
 //! - Timers never fire early: inside a timer callback `loop.time() >= handle.when()`.
@@ -29,14 +32,20 @@ mod clock;
 pub mod error;
 pub mod event_loop;
 mod exception;
+mod executor;
+mod future;
 mod handle;
 mod metrics;
 mod remote;
+mod task;
 mod timer;
 
 pub use error::{Error, Result};
 pub use event_loop::{DEFAULT_SLOW_CALLBACK, EventLoop, MAX_POLL_TIMEOUT, get_running_loop};
 pub use exception::{ExceptionContext, ExceptionHandler, PanicError, SharedError};
+pub use executor::{Executor, Job, JobLost, ThreadPool};
+pub use future::{CallbackId, Future, Take};
 pub use handle::{Handle, TimerHandle};
 pub use metrics::{LATENESS_BUCKET_BOUNDS_NS, LatenessHistogram, Metrics};
 pub use remote::LoopHandle;
+pub use task::{ResultLost, Task, TaskBody, TaskFactory, TaskSpec};

@@ -6,6 +6,8 @@
 use std::io;
 use std::os::fd::RawFd;
 
+use crate::exception::SharedError;
+
 /// Result alias used throughout the engine.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -81,6 +83,10 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The exception a future or task finished with (a panic in a task becomes a
+    /// [`PanicError`](crate::PanicError)); displays as the exception itself.
+    #[error(transparent)]
+    Exception(SharedError),
 }
 
 impl Error {

@@ -102,6 +102,8 @@ pub(crate) struct Core {
     pub(crate) counters: Counters,
     pub(crate) signals: RefCell<crate::signal::LoopSignals>,
     pub(crate) fd_watchers: crate::io::FdWatchers,
+    pub(crate) tasks: crate::task::Tasks,
+    pub(crate) executor: crate::executor::ExecutorState,
 }
 
 /// An asyncio event loop. Not `Send`: it lives on the thread that made it; other threads
@@ -186,6 +188,8 @@ impl EventLoop {
             counters: Counters::default(),
             signals: RefCell::default(),
             fd_watchers: crate::io::FdWatchers::default(),
+            tasks: Default::default(),
+            executor: Default::default(),
         };
         Ok(EventLoop {
             core: Rc::new(core),
@@ -340,6 +344,7 @@ impl EventLoop {
         let remote = self.core.remote.close();
         self.close_signal_handlers();
         self.release_fd_watchers();
+        crate::task::release_on_close(self);
         drop((ready, timers, sources, remote));
         Ok(())
     }

@@ -14,6 +14,9 @@
 //! - `metrics`: per-loop counters ([`Metrics`]).
 //! - `clock`: the one monotonic clock everything uses.
 //! - `signal`: `add_signal_handler`/`remove_signal_handler`: Unix signals delivered into the poll.
+//! - `future`: [`Future`], asyncio's future: a result set later, awaitable by tasks.
+//! - `task`: [`Task`], a Rust future polled on the loop; `create_task`, `run_until_complete`.
+//! - `executor`: the default [`ThreadPool`] and `run_in_executor` for blocking work.
 //!
 //! # Stricter than asyncio
 //! - Timers never fire early: inside a timer callback `loop.time() >= handle.when()`.
@@ -31,16 +34,22 @@ mod clock;
 pub mod error;
 pub mod event_loop;
 mod exception;
+mod executor;
+mod future;
 mod handle;
 mod io;
 mod metrics;
 mod remote;
 mod signal;
+mod task;
 mod timer;
 
 pub use error::{Error, Result};
 pub use event_loop::{DEFAULT_SLOW_CALLBACK, EventLoop, MAX_POLL_TIMEOUT, get_running_loop};
 pub use exception::{ExceptionContext, ExceptionHandler, PanicError, SharedError};
+pub use executor::{Executor, Job, JobLost, ThreadPool};
+pub use future::{CallbackId, Future, Take};
 pub use handle::{Handle, TimerHandle};
 pub use metrics::{LATENESS_BUCKET_BOUNDS_NS, LatenessHistogram, Metrics};
 pub use remote::LoopHandle;
+pub use task::{ResultLost, Task, TaskBody, TaskFactory, TaskSpec};

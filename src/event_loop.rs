@@ -98,6 +98,7 @@ pub(crate) struct Core {
     slow_callback: Cell<Duration>,
     pub(crate) exception_handler: RefCell<Option<ExceptionHandler>>,
     pub(crate) counters: Counters,
+    pub(crate) children: crate::process::Children,
 }
 
 /// An asyncio event loop. Not `Send`: it lives on the thread that made it; other threads
@@ -174,6 +175,7 @@ impl EventLoop {
             slow_callback: Cell::new(DEFAULT_SLOW_CALLBACK),
             exception_handler: RefCell::new(None),
             counters: Counters::default(),
+            children: Default::default(),
         };
         Ok(EventLoop {
             core: Rc::new(core),
@@ -326,6 +328,7 @@ impl EventLoop {
         let timers = self.core.timers.borrow_mut().clear();
         let sources = std::mem::take(&mut *self.core.sources.borrow_mut());
         let remote = self.core.remote.close();
+        crate::process::close_loop(self);
         drop((ready, timers, sources, remote));
         Ok(())
     }

@@ -12,6 +12,7 @@
 //! - `exception`: the exception handler and its [`ExceptionContext`].
 //! - `metrics`: per-loop counters ([`Metrics`]).
 //! - `clock`: the one monotonic clock everything uses.
+//! - [`process`]: child watchers ([`ChildWatcher`]): pidfd (default) and thread-per-child.
 //!
 //! # Stricter than asyncio
 //! - Timers never fire early: inside a timer callback `loop.time() >= handle.when()`.
@@ -31,6 +32,7 @@ pub mod event_loop;
 mod exception;
 mod handle;
 mod metrics;
+pub mod process;
 mod remote;
 mod timer;
 
@@ -39,4 +41,7 @@ pub use event_loop::{DEFAULT_SLOW_CALLBACK, EventLoop, MAX_POLL_TIMEOUT, get_run
 pub use exception::{ExceptionContext, ExceptionHandler, PanicError, SharedError};
 pub use handle::{Handle, TimerHandle};
 pub use metrics::{LATENESS_BUCKET_BOUNDS_NS, LatenessHistogram, Metrics};
+pub use process::{
+    ChildCallback, ChildWatcher, PidfdChildWatcher, ThreadedChildWatcher, UNKNOWN_RETURNCODE,
+};
 pub use remote::LoopHandle;

@@ -12,6 +12,8 @@
 //! - `exception`: the exception handler and its [`ExceptionContext`].
 //! - `metrics`: per-loop counters ([`Metrics`]).
 //! - `clock`: the one monotonic clock everything uses.
+//! - [`policy`]: event loop policies ([`EventLoopPolicy`]): the current loop per thread,
+//!   the child watcher, and asyncio's module-level `get_event_loop` and friends.
 //! - [`process`]: child watchers ([`ChildWatcher`]): pidfd (default) and thread-per-child.
 //!
 //! # Stricter than asyncio
@@ -32,6 +34,7 @@ pub mod event_loop;
 mod exception;
 mod handle;
 mod metrics;
+pub mod policy;
 pub mod process;
 mod remote;
 mod timer;
@@ -41,6 +44,11 @@ pub use event_loop::{DEFAULT_SLOW_CALLBACK, EventLoop, MAX_POLL_TIMEOUT, get_run
 pub use exception::{ExceptionContext, ExceptionHandler, PanicError, SharedError};
 pub use handle::{Handle, TimerHandle};
 pub use metrics::{LATENESS_BUCKET_BOUNDS_NS, LatenessHistogram, Metrics};
+pub use policy::{
+    DefaultEventLoopPolicy, EventLoopPolicy, get_child_watcher, get_event_loop,
+    get_event_loop_policy, new_event_loop, set_child_watcher, set_event_loop,
+    set_event_loop_policy,
+};
 pub use process::{
     ChildCallback, ChildWatcher, PidfdChildWatcher, ThreadedChildWatcher, UNKNOWN_RETURNCODE,
 };

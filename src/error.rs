@@ -87,6 +87,12 @@ pub enum Error {
     /// [`PanicError`](crate::PanicError)); displays as the exception itself.
     #[error(transparent)]
     Exception(SharedError),
+    /// A pid that is not a child of this process (never started by it, or already reaped).
+    #[error("no child process with pid {0}")]
+    NoChildProcess(u32),
+    /// The child watcher was closed: it accepts no new handlers.
+    #[error("child watcher is closed")]
+    ChildWatcherClosed,
 }
 
 impl Error {

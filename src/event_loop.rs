@@ -104,6 +104,7 @@ pub(crate) struct Core {
     pub(crate) fd_watchers: crate::io::FdWatchers,
     pub(crate) tasks: crate::task::Tasks,
     pub(crate) executor: crate::executor::ExecutorState,
+    pub(crate) children: crate::process::Children,
 }
 
 /// An asyncio event loop. Not `Send`: it lives on the thread that made it; other threads
@@ -190,6 +191,7 @@ impl EventLoop {
             fd_watchers: crate::io::FdWatchers::default(),
             tasks: Default::default(),
             executor: Default::default(),
+            children: Default::default(),
         };
         Ok(EventLoop {
             core: Rc::new(core),
@@ -345,6 +347,7 @@ impl EventLoop {
         self.close_signal_handlers();
         self.release_fd_watchers();
         crate::task::release_on_close(self);
+        crate::process::close_loop(self);
         drop((ready, timers, sources, remote));
         Ok(())
     }

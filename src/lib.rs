@@ -17,6 +17,9 @@
 //! - `future`: [`Future`], asyncio's future: a result set later, awaitable by tasks.
 //! - `task`: [`Task`], a Rust future polled on the loop; `create_task`, `run_until_complete`.
 //! - `executor`: the default [`ThreadPool`] and `run_in_executor` for blocking work.
+//! - [`policy`]: event loop policies ([`EventLoopPolicy`]): the current loop per thread,
+//!   the child watcher, and asyncio's module-level `get_event_loop` and friends.
+//! - [`process`]: child watchers ([`ChildWatcher`]): pidfd (default) and thread-per-child.
 //!
 //! # Stricter than asyncio
 //! - Timers never fire early: inside a timer callback `loop.time() >= handle.when()`.
@@ -39,6 +42,8 @@ mod future;
 mod handle;
 mod io;
 mod metrics;
+pub mod policy;
+pub mod process;
 mod remote;
 mod signal;
 mod task;
@@ -51,5 +56,13 @@ pub use executor::{Executor, Job, JobLost, ThreadPool};
 pub use future::{CallbackId, Future, Take};
 pub use handle::{Handle, TimerHandle};
 pub use metrics::{LATENESS_BUCKET_BOUNDS_NS, LatenessHistogram, Metrics};
+pub use policy::{
+    DefaultEventLoopPolicy, EventLoopPolicy, get_child_watcher, get_event_loop,
+    get_event_loop_policy, new_event_loop, set_child_watcher, set_event_loop,
+    set_event_loop_policy,
+};
+pub use process::{
+    ChildCallback, ChildWatcher, PidfdChildWatcher, ThreadedChildWatcher, UNKNOWN_RETURNCODE,
+};
 pub use remote::LoopHandle;
 pub use task::{ResultLost, Task, TaskBody, TaskFactory, TaskSpec};

@@ -292,3 +292,99 @@ fn completions_need_no_daemon() {
     let script = ok(wait_output(script));
     assert!(script.contains("loopctl"), "{script}");
 }
+
+#[test]
+fn timer_add_takes_every_kind_of_time_and_action() {
+    let daemon = Daemon::start();
+    let future = ok(daemon.loopctl(&["future", "new"])).trim().to_owned();
+    let now = ok(daemon.loopctl(&["--json", "time"]));
+    let loop_time = json_lines(&now)[0]["time"].as_f64().expect("time");
+    let soon_at = format!("{}", loop_time + 0.02);
+    let past = "2000-01-01T01:00:00+01:00";
+    let cases: &[&[&str]] = &[
+        &["timer", "add", "--at", past, "--tag", "wall"],
+        &[
+            "timer",
+            "add",
+            "--loop-time",
+            &soon_at,
+            "--tag",
+            "loop-time",
+        ],
+        &[
+            "timer",
+            "add",
+            "--in",
+            "10ms",
+            "--resolve-future",
+            &future,
+            "--payload",
+            "via-timer",
+        ],
+    ];
+    for args in cases {
+        let id = ok(daemon.loopctl(args));
+        assert!(id.trim().parse::<u64>().is_ok(), "{args:?} printed {id:?}");
+    }
+    let waited = ok(daemon.loopctl(&["future", "wait", &future, "--timeout", "4s"]));
+    assert_eq!(waited.trim(), format!("{future} result \"via-timer\""));
+    let args = [
+        "--json",
+        "events",
+        "--follow",
+        "--since",
+        "1",
+        "--kind",
+        "timer_fired",
+        "--limit",
+        "3",
+    ];
+    let fired = json_lines(&ok(daemon.loopctl(&args)));
+    let tags: Vec<&str> = fired.iter().filter_map(|e| e["tag"].as_str()).collect();
+    assert_eq!(tags.len(), 3, "{fired:?}");
+    assert!(
+        tags.contains(&"wall") && tags.contains(&"loop-time"),
+        "{tags:?}"
+    );
+    let actions: Vec<&str> = fired.iter().filter_map(|e| e["action"].as_str()).collect();
+    assert!(actions.contains(&"resolve_future"), "{actions:?}");
+}
+
+#[test]
+fn loops_are_managed_from_the_command_line() {
+    let daemon = Daemon::start();
+    let created = ok(daemon.loopctl(&["loop", "new", "worker", "--debug", "--slow", "20ms"]));
+    let row = created.lines().nth(1).unwrap_or_default().to_owned();
+    assert!(row.starts_with("worker  running  on"), "{created}");
+    ok(daemon.loopctl(&[
+        "timer",
+        "add",
+        "--in",
+        "1h",
+        "--stop-loop",
+        "--loop",
+        "worker",
+    ]));
+    let debug_off = json_lines(&ok(
+        daemon.loopctl(&["--json", "loop", "debug", "worker", "off"])
+    ));
+    assert_eq!(debug_off[0]["debug"], false);
+    assert_eq!(debug_off[0]["slow_callback_seconds"], 0.02);
+    let stopped = json_lines(&ok(daemon.loopctl(&["--json", "loop", "stop", "worker"])));
+    assert_eq!(stopped[0]["state"], "stopped");
+    let closed = json_lines(&ok(daemon.loopctl(&["--json", "loop", "close", "worker"])));
+    assert_eq!(closed[0]["state"], "closed");
+    let again = daemon.loopctl(&["timer", "add", "--soon", "--loop", "worker"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).starts_with("loopctl: FAILED_PRECONDITION: "),
+        "{}",
+        stderr(&again)
+    );
+    let listed = ok(daemon.loopctl(&["loop", "ls"]));
+    assert_eq!(
+        listed.lines().count(),
+        3,
+        "header, default, worker: {listed}"
+    );
+}

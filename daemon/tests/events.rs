@@ -79,7 +79,10 @@ async fn a_subscriber_behind_a_tiny_ring_gets_a_gap_then_continues() {
     // Wait until all 50 ran, then read from the start.
     let deadline = std::time::Instant::now() + support::WAIT;
     while last_seq(&channel).await < before + 50 {
-        assert!(std::time::Instant::now() < deadline, "the callbacks did not run");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the callbacks did not run"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let newest = last_seq(&channel).await;
@@ -126,7 +129,11 @@ async fn filters_and_bad_since_seq() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange);
-    assert!(status.message().contains(&(next + 1).to_string()), "{}", status.message());
+    assert!(
+        status.message().contains(&(next + 1).to_string()),
+        "{}",
+        status.message()
+    );
 
     let ids = soon_batch(&channel, 5, "f").await;
     let mut only_third = client

@@ -311,10 +311,13 @@ impl LoopCtx {
                 (pb::HandleKind::Timer, EngineHandle::Timer(timer))
             }
         };
-        let when = match &engine {
-            EngineHandle::Soon(_) => None,
-            EngineHandle::Timer(timer) => Some(timer.when()),
-            EngineHandle::Never => {
+        let when = match (&engine, entry.when) {
+            (EngineHandle::Soon(_), _) => None,
+            // CallAt answers the request's own `when`; the engine rounds it up to whole
+            // nanoseconds, so the timer still never fires before it.
+            (EngineHandle::Timer(_), When::At(at)) => Some(at),
+            (EngineHandle::Timer(timer), _) => Some(timer.when()),
+            (EngineHandle::Never, _) => {
                 st.never_pending += 1;
                 Some(f64::INFINITY)
             }
@@ -348,15 +351,18 @@ impl LoopCtx {
 
     /// Runs handle `id`'s action (the engine calls this), then reports it as an event.
     fn run_handle(self: &Rc<Self>, id: u64, timer: bool) {
-        let fired_time = self.lp.time();
-        let (action, when) = {
+        let now = self.lp.time();
+        let (action, when, fired_time) = {
             let mut st = self.state.borrow_mut();
             let Some(rec) = st.handles.get_mut(&id) else {
                 return;
             };
+            // The engine fired at or after its nanosecond deadline; converting both to f64
+            // seconds may differ by an ulp, which must not read as "early".
+            let fired_time = rec.when.map_or(now, |when| now.max(when));
             rec.state = pb::HandleState::Fired;
             rec.fired_time = Some(fired_time);
-            let found = (rec.action.clone(), rec.when);
+            let found = (rec.action.clone(), rec.when, fired_time);
             st.handle_done(id);
             found
         };

@@ -61,6 +61,9 @@ pub async fn serve(
 
     let max = config.limits.max_message_bytes;
     let router = builder(&config.server)
+        .layer(tower::util::MapResponseLayer::new(
+            too_large_is_resource_exhausted,
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -120,6 +123,34 @@ fn builder(s: &ServerSettings) -> Server {
         // gRPC only: no HTTP/1.1 on this socket.
         .accept_http1(false)
 }
+
+/// tonic answers OUT_OF_RANGE for a request message above the decoding limit; gRPC (and
+/// loopd's protos, `DaemonLimits.max_message_bytes`) say RESOURCE_EXHAUSTED. Rewrites that
+/// one status, which tonic sends in the response headers (trailers-only).
+fn too_large_is_resource_exhausted(
+    mut response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let headers = response.headers_mut();
+    let out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|code| code.as_bytes() == b"11");
+    let too_large = headers.get("grpc-message").is_some_and(|message| {
+        let message = message.as_bytes();
+        message
+            .windows(TOO_LARGE.len())
+            .any(|window| window == TOO_LARGE)
+    });
+    if out_of_range && too_large {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from_static("8"), // RESOURCE_EXHAUSTED
+        );
+    }
+    response
+}
+
+/// tonic's message for an oversized request, percent-encoded as in the header.
+const TOO_LARGE: &[u8] = b"message%20length%20too%20large";
 
 fn reflection() -> anyhow::Result<tonic_reflection::server::Builder<'static>> {
     Ok(tonic_reflection::server::Builder::configure()

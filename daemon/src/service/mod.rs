@@ -143,7 +143,7 @@ fn duration_secs(what: &'static str, d: &prost_types::Duration) -> Result<f64> {
     }
     let secs = d.seconds as f64 + f64::from(d.nanos) / 1e9;
     if secs.abs() >= MAX_SECONDS {
-        return Err(Error::invalid(what, format!("{secs} s is out of range")));
+        return Err(Error::invalid(what, format!("{secs:?} s is out of range")));
     }
     Ok(secs)
 }
@@ -162,14 +162,14 @@ fn float_secs(what: &'static str, secs: f64, make: fn(f64) -> When) -> Result<Wh
     if secs.is_nan() || secs == f64::NEG_INFINITY {
         return Err(Error::invalid(
             what,
-            format!("{secs} (must be a number, not NaN or -inf)"),
+            format!("{secs:?} (must be a number, not NaN or -inf)"),
         ));
     }
     if secs == f64::INFINITY {
         return Ok(When::Never);
     }
     if secs.abs() >= MAX_SECONDS {
-        return Err(Error::invalid(what, format!("{secs} s is out of range")));
+        return Err(Error::invalid(what, format!("{secs:?} s is out of range")));
     }
     Ok(make(secs))
 }
@@ -294,7 +294,7 @@ mod tests {
         for bad in [f64::NAN, f64::NEG_INFINITY, 1e300] {
             let err = delay(bad).unwrap_err();
             assert!(matches!(err, Error::Invalid { .. }), "{bad}");
-            assert!(err.to_string().contains(&bad.to_string()), "{err}");
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
         }
     }
 

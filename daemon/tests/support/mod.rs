@@ -99,8 +99,8 @@ impl Daemon {
         }
         if status.is_none() {
             let _ = child.kill();
-            let _ = child.wait();
         }
+        let _ = child.wait(); // reaps it (or returns the status already read)
         let mut stderr = String::new();
         if let Some(mut pipe) = child.stderr.take() {
             let _ = pipe.read_to_string(&mut stderr);

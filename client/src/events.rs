@@ -1,0 +1,417 @@
+//! EventService: a loop's events as a [`Stream`], one [`Event`] at a time.
+//!
+//! # Invariants
+//! - The daemon sends batches; [`EventStream`] flattens them, in `seq` order.
+//! - A subscriber that fell behind the ring gets [`EventBody::Gap`] as an ordinary
+//!   item: losses are explicit, never silent. A Gap's `seq` is its `to_seq`, so
+//!   resuming with `since_seq = last seen + 1` is always right.
+//! - The stream ends (`None`) after [`EventBody::LoopClosed`], and ends with an error
+//!   item if the daemon ends it with a status (e.g. UNAVAILABLE on shutdown).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, SystemTime};
+
+use loopd_proto::pb;
+use tokio_stream::Stream;
+
+use crate::client::Client;
+use crate::convert::system_time;
+use crate::error::{Error, Result};
+use crate::futures::FutureState;
+use crate::ids::{FutureId, HandleId};
+use crate::scheduler::ActionKind;
+
+/// One kind of event, for filtering ([`SubscribeOptions::kinds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// [`EventBody::TimerFired`].
+    TimerFired,
+    /// [`EventBody::CallbackRun`].
+    CallbackRun,
+    /// [`EventBody::FutureDone`].
+    FutureDone,
+    /// [`EventBody::LoopStarted`].
+    LoopStarted,
+    /// [`EventBody::LoopStopped`].
+    LoopStopped,
+    /// [`EventBody::LoopClosed`].
+    LoopClosed,
+    /// [`EventBody::Gap`]; always delivered, whatever the filters.
+    Gap,
+}
+
+impl EventKind {
+    /// Every kind, in wire order.
+    pub const ALL: [EventKind; 7] = [
+        EventKind::TimerFired,
+        EventKind::CallbackRun,
+        EventKind::FutureDone,
+        EventKind::LoopStarted,
+        EventKind::LoopStopped,
+        EventKind::LoopClosed,
+        EventKind::Gap,
+    ];
+
+    /// The kind's snake_case name, as `loopctl events --kind` takes it
+    /// (`timer_fired`, `callback_run`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::TimerFired => "timer_fired",
+            EventKind::CallbackRun => "callback_run",
+            EventKind::FutureDone => "future_done",
+            EventKind::LoopStarted => "loop_started",
+            EventKind::LoopStopped => "loop_stopped",
+            EventKind::LoopClosed => "loop_closed",
+            EventKind::Gap => "gap",
+        }
+    }
+
+    fn to_wire(self) -> i32 {
+        let kind = match self {
+            EventKind::TimerFired => pb::EventKind::TimerFired,
+            EventKind::CallbackRun => pb::EventKind::CallbackRun,
+            EventKind::FutureDone => pb::EventKind::FutureDone,
+            EventKind::LoopStarted => pb::EventKind::LoopStarted,
+            EventKind::LoopStopped => pb::EventKind::LoopStopped,
+            EventKind::LoopClosed => pb::EventKind::LoopClosed,
+            EventKind::Gap => pb::EventKind::Gap,
+        };
+        kind as i32
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error of parsing an unknown [`EventKind`] name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown event kind {0:?} (expected one of timer_fired, callback_run, future_done, loop_started, loop_stopped, loop_closed, gap)"
+)]
+pub struct UnknownEventKind(pub String);
+
+impl FromStr for EventKind {
+    type Err = UnknownEventKind;
+
+    /// Parses a snake_case name (`timer_fired`); `-` may stand for `_` and case is
+    /// ignored.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let name = s.to_ascii_lowercase().replace('-', "_");
+        EventKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+            .ok_or_else(|| UnknownEventKind(s.to_owned()))
+    }
+}
+
+/// A timer's or a call_soon handle's action ran (TimerFired, CallbackRun).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandleRan {
+    /// The handle.
+    pub handle_id: HandleId,
+    /// The action's kind.
+    pub action: ActionKind,
+    /// The EmitEvent action's tag; empty for other actions.
+    pub tag: String,
+    /// The EmitEvent action's payload; empty for other actions.
+    pub payload: Vec<u8>,
+    /// Why the action failed (e.g. its future was already done); None if it succeeded.
+    pub error: Option<String>,
+}
+
+/// Timing of a fired timer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimerTiming {
+    /// When the timer was due, in loop time seconds (its `when`).
+    pub scheduled_time: f64,
+    /// When its action ran, in loop time seconds.
+    pub fired_time: f64,
+    /// How late it fired; never negative.
+    pub lateness: Duration,
+}
+
+/// What happened: one variant per fact.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum EventBody {
+    /// A timer came due and its action ran.
+    TimerFired(HandleRan, TimerTiming),
+    /// A call_soon handle's action ran.
+    CallbackRun(HandleRan),
+    /// A future became done, with its outcome.
+    FutureDone {
+        /// The future.
+        future_id: FutureId,
+        /// Its outcome.
+        state: FutureState,
+    },
+    /// The loop started running.
+    LoopStarted,
+    /// The loop stopped running.
+    LoopStopped,
+    /// The loop was closed; its last event.
+    LoopClosed,
+    /// This subscriber missed the events `from_seq..=to_seq`.
+    Gap {
+        /// The first missed seq.
+        from_seq: u64,
+        /// The last missed seq.
+        to_seq: u64,
+    },
+    /// A kind this client does not know (sent by a newer daemon).
+    Unknown,
+}
+
+/// One fact about a loop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Position in the loop's event sequence, from 1 (a Gap's is its `to_seq`).
+    pub seq: u64,
+    /// The loop it happened on.
+    pub loop_name: String,
+    /// When it happened, by the wall clock.
+    pub wall_time: Option<SystemTime>,
+    /// When it happened, in loop time seconds.
+    pub loop_time: f64,
+    /// What happened.
+    pub body: EventBody,
+}
+
+impl Event {
+    /// The event's kind; None for [`EventBody::Unknown`].
+    pub fn kind(&self) -> Option<EventKind> {
+        Some(match self.body {
+            EventBody::TimerFired(..) => EventKind::TimerFired,
+            EventBody::CallbackRun(_) => EventKind::CallbackRun,
+            EventBody::FutureDone { .. } => EventKind::FutureDone,
+            EventBody::LoopStarted => EventKind::LoopStarted,
+            EventBody::LoopStopped => EventKind::LoopStopped,
+            EventBody::LoopClosed => EventKind::LoopClosed,
+            EventBody::Gap { .. } => EventKind::Gap,
+            EventBody::Unknown => return None,
+        })
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    Some(s).filter(|s| !s.is_empty())
+}
+
+impl From<pb::Event> for Event {
+    fn from(e: pb::Event) -> Self {
+        use pb::event::Kind;
+        let body = match e.kind {
+            None => EventBody::Unknown,
+            Some(Kind::TimerFired(t)) => {
+                let timing = TimerTiming {
+                    scheduled_time: t.scheduled_time,
+                    fired_time: t.fired_time,
+                    // Never negative by contract; a bad value reads as on time.
+                    lateness: t
+                        .lateness
+                        .and_then(|d| d.try_into().ok())
+                        .unwrap_or_default(),
+                };
+                let ran = HandleRan {
+                    handle_id: HandleId(t.handle_id),
+                    action: ActionKind::from_wire(t.action),
+                    tag: t.tag,
+                    payload: t.payload,
+                    error: non_empty(t.error),
+                };
+                EventBody::TimerFired(ran, timing)
+            }
+            Some(Kind::CallbackRun(c)) => EventBody::CallbackRun(HandleRan {
+                handle_id: HandleId(c.handle_id),
+                action: ActionKind::from_wire(c.action),
+                tag: c.tag,
+                payload: c.payload,
+                error: non_empty(c.error),
+            }),
+            Some(Kind::FutureDone(f)) => EventBody::FutureDone {
+                future_id: FutureId(f.future_id),
+                state: FutureState::from_wire(
+                    f.state,
+                    f.result,
+                    f.exception_message,
+                    f.cancel_message,
+                ),
+            },
+            Some(Kind::LoopStarted(_)) => EventBody::LoopStarted,
+            Some(Kind::LoopStopped(_)) => EventBody::LoopStopped,
+            Some(Kind::LoopClosed(_)) => EventBody::LoopClosed,
+            Some(Kind::Gap(g)) => EventBody::Gap {
+                from_seq: g.from_seq,
+                to_seq: g.to_seq,
+            },
+        };
+        Event {
+            seq: e.seq,
+            loop_name: e.r#loop,
+            wall_time: system_time(e.wall_time),
+            loop_time: e.loop_time,
+            body,
+        }
+    }
+}
+
+/// Where a subscription starts and which events it gets ([`Client::subscribe`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// The first seq wanted; 0: only events from now on. Older than the ring's
+    /// oldest: the stream starts with a Gap. Beyond the next seq: OUT_OF_RANGE.
+    pub since_seq: u64,
+    /// Only these kinds; empty: every kind. Gaps always pass.
+    pub kinds: Vec<EventKind>,
+    /// Only events about these handles (or `future_ids`); both empty: any.
+    pub handle_ids: Vec<HandleId>,
+    /// Only events about these futures (or `handle_ids`).
+    pub future_ids: Vec<FutureId>,
+    /// Most events per batch on the wire; 0: the daemon's default.
+    pub max_batch_events: u32,
+}
+
+/// A loop's events, one at a time ([`Client::subscribe`]).
+///
+/// Items are `Ok(Event)` (Gaps included) until the stream ends; an `Err` item is the
+/// status the daemon ended the stream with, and is the last item.
+#[derive(Debug)]
+pub struct EventStream {
+    batches: tonic::Streaming<pb::EventBatch>,
+    pending: VecDeque<Event>,
+    last_seq: u64,
+}
+
+impl EventStream {
+    /// The seq of the newest event in the loop's ring when the last batch was sent;
+    /// minus the seq of the last event read, it is how far this reader lags.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Result<Event>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Poll::Ready(Some(Ok(event)));
+            }
+            match ready!(Pin::new(&mut self.batches).poll_next(cx)) {
+                None => return Poll::Ready(None),
+                Some(Err(status)) => return Poll::Ready(Some(Err(Error::from(status)))),
+                Some(Ok(batch)) => {
+                    self.last_seq = batch.last_seq;
+                    self.pending
+                        .extend(batch.events.into_iter().map(Event::from));
+                }
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Subscribes to a loop's events. Fails with NOT_FOUND for an unknown loop,
+    /// OUT_OF_RANGE for a `since_seq` beyond the next event's, RESOURCE_EXHAUSTED past
+    /// the daemon's subscriber limit.
+    pub async fn subscribe(
+        &self,
+        loop_name: &str,
+        options: &SubscribeOptions,
+    ) -> Result<EventStream> {
+        let request = pb::SubscribeRequest {
+            r#loop: loop_name.to_owned(),
+            since_seq: options.since_seq,
+            kinds: options.kinds.iter().map(|k| k.to_wire()).collect(),
+            handle_ids: options.handle_ids.iter().map(|id| id.0).collect(),
+            future_ids: options.future_ids.iter().map(|id| id.0).collect(),
+            max_batch_events: options.max_batch_events,
+        };
+        let batches = self.events.clone().subscribe(request).await?.into_inner();
+        Ok(EventStream {
+            batches,
+            pending: VecDeque::new(),
+            last_seq: 0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_kind_names_round_trip() {
+        for kind in EventKind::ALL {
+            assert_eq!(kind.as_str().parse::<EventKind>(), Ok(kind));
+        }
+        assert_eq!(
+            "Timer-Fired".parse::<EventKind>(),
+            Ok(EventKind::TimerFired)
+        );
+        let err = "timer".parse::<EventKind>().unwrap_err();
+        assert!(err.to_string().starts_with("unknown event kind \"timer\""));
+    }
+
+    #[test]
+    fn wire_events_become_typed_bodies() {
+        use pb::event::Kind;
+        let event = |kind| pb::Event {
+            seq: 5,
+            r#loop: "default".into(),
+            kind,
+            ..Default::default()
+        };
+        let cases = [
+            (None, EventBody::Unknown, None),
+            (
+                Some(Kind::Gap(pb::Gap {
+                    from_seq: 2,
+                    to_seq: 5,
+                })),
+                EventBody::Gap {
+                    from_seq: 2,
+                    to_seq: 5,
+                },
+                Some(EventKind::Gap),
+            ),
+            (
+                Some(Kind::LoopClosed(pb::LoopClosed {})),
+                EventBody::LoopClosed,
+                Some(EventKind::LoopClosed),
+            ),
+            (
+                Some(Kind::CallbackRun(pb::CallbackRun {
+                    handle_id: 7,
+                    action: pb::ActionKind::EmitEvent as i32,
+                    tag: "t".into(),
+                    payload: b"p".to_vec(),
+                    error: String::new(),
+                })),
+                EventBody::CallbackRun(HandleRan {
+                    handle_id: HandleId(7),
+                    action: ActionKind::EmitEvent,
+                    tag: "t".into(),
+                    payload: b"p".to_vec(),
+                    error: None,
+                }),
+                Some(EventKind::CallbackRun),
+            ),
+        ];
+        for (kind, body, want_kind) in cases {
+            let got = Event::from(event(kind));
+            assert_eq!(got.body, body);
+            assert_eq!(got.kind(), want_kind);
+            assert_eq!(got.seq, 5);
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The daemon's settings: a TOML file (`--config`), overridden by flags.
+//!
+//! # Invariants
+//! - [`DEFAULT_CONFIG`] (deploy/loopd.toml) parses to exactly [`Config::default`]; a unit
+//!   test checks it, so the documented defaults are the real ones.
+//! - Unknown keys are errors: a typo never silently falls back to a default.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// The example configuration, with every key and its default, commented.
+pub const DEFAULT_CONFIG: &str = include_str!("../../deploy/loopd.toml");
+
+/// Everything the daemon can be told.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Socket path; `None`: see [`resolve_socket`].
+    pub socket: Option<PathBuf>,
+    /// State directory; `None`: see [`resolve_state_dir`].
+    pub state_dir: Option<PathBuf>,
+    /// tracing's filter.
+    pub log_level: String,
+    /// The tokio runtime.
+    pub runtime: Runtime,
+    /// Limits requests must respect.
+    pub limits: Limits,
+    /// HTTP/2 and tower settings.
+    pub server: ServerSettings,
+}
+
+/// The tokio runtime of the front door.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Runtime {
+    /// 1: current_thread; more: a multi-thread runtime.
+    pub worker_threads: usize,
+}
+
+/// Limits on what requests may ask for.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest payload, result or value, in bytes.
+    pub max_payload_bytes: usize,
+    /// Most entries in one batch.
+    pub max_batch_entries: usize,
+    /// Largest gRPC message, in bytes.
+    pub max_message_bytes: usize,
+    /// Events per loop ring.
+    pub event_ring_capacity: usize,
+    /// Most loops not closed.
+    pub max_loops: usize,
+    /// Most Subscribe streams.
+    pub max_subscribers: usize,
+    /// How long done handles and futures stay visible, in seconds.
+    pub retention_secs: u64,
+    /// Most done handles (and futures) kept per loop.
+    pub max_retained: usize,
+    /// How long an idempotency key is remembered, in seconds.
+    pub idempotency_ttl_secs: u64,
+    /// Most idempotency keys per loop.
+    pub max_idempotency_keys: usize,
+}
+
+/// HTTP/2 and tower limits of the gRPC server.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS.
+    pub max_concurrent_streams: u32,
+    /// tower concurrency limit per connection (with load shedding).
+    pub concurrency_limit_per_connection: usize,
+    /// hyper's max_pending_accept_reset_streams.
+    pub max_pending_accept_reset_streams: usize,
+    /// hyper's max_local_error_reset_streams.
+    pub max_local_error_reset_streams: usize,
+    /// HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE.
+    pub max_header_list_size: u32,
+    /// Seconds between keepalive PINGs; 0: off.
+    pub keepalive_interval_secs: u64,
+    /// Seconds to wait for a PING's ack.
+    pub keepalive_timeout_secs: u64,
+    /// Seconds to wait for RPCs after SIGTERM.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: None,
+            state_dir: None,
+            log_level: "info".into(),
+            runtime: Runtime::default(),
+            limits: Limits::default(),
+            server: ServerSettings::default(),
+        }
+    }
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime { worker_threads: 1 }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_payload_bytes: 64 * 1024,
+            max_batch_entries: 10_000,
+            max_message_bytes: 4 * 1024 * 1024,
+            event_ring_capacity: 65_536,
+            max_loops: 64,
+            max_subscribers: 1024,
+            retention_secs: 600,
+            max_retained: 100_000,
+            idempotency_ttl_secs: 600,
+            max_idempotency_keys: 100_000,
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            max_concurrent_streams: 256,
+            concurrency_limit_per_connection: 256,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 256,
+            max_header_list_size: 16 * 1024,
+            keepalive_interval_secs: 30,
+            keepalive_timeout_secs: 10,
+            shutdown_grace_secs: 3,
+        }
+    }
+}
+
+impl Config {
+    /// Parses a TOML document. Fails on syntax errors, unknown keys and bad values.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    /// Rejects settings the daemon cannot run with.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let limits = &self.limits;
+        if limits.event_ring_capacity == 0 {
+            bail!("limits.event_ring_capacity must be at least 1");
+        }
+        if limits.max_loops == 0 {
+            bail!("limits.max_loops must be at least 1 (the default loop)");
+        }
+        if limits.max_message_bytes < 1024 {
+            bail!(
+                "limits.max_message_bytes {} is below 1024",
+                limits.max_message_bytes
+            );
+        }
+        if self.runtime.worker_threads == 0 {
+            bail!("runtime.worker_threads must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// The socket path: the configured one, else `$XDG_RUNTIME_DIR/loopd/loopd.sock`, else
+/// `/run/loopd/loopd.sock` for root. Fails when none applies.
+pub fn resolve_socket(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = configured {
+        return Ok(path.to_owned());
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("loopd/loopd.sock"));
+    }
+    if is_root() {
+        return Ok(PathBuf::from("/run/loopd/loopd.sock"));
+    }
+    bail!(
+        "no socket path: pass --socket, set LOOPD_SOCKET or XDG_RUNTIME_DIR, or run as root \
+         (for /run/loopd/loopd.sock)"
+    )
+}
+
+/// The state directory: the configured one, else `$XDG_STATE_HOME/loopd`, else
+/// `$HOME/.local/state/loopd`, else `/var/lib/loopd` for root.
+pub fn resolve_state_dir(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = configured {
+        return Ok(path.to_owned());
+    }
+    let env = |name| std::env::var_os(name).filter(|d| !d.is_empty());
+    if let Some(dir) = env("XDG_STATE_HOME") {
+        return Ok(PathBuf::from(dir).join("loopd"));
+    }
+    if is_root() {
+        return Ok(PathBuf::from("/var/lib/loopd"));
+    }
+    if let Some(home) = env("HOME") {
+        return Ok(PathBuf::from(home).join(".local/state/loopd"));
+    }
+    bail!("no state directory: pass --state-dir, or set XDG_STATE_HOME or HOME")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_default_config_is_the_default() {
+        assert_eq!(Config::parse(DEFAULT_CONFIG).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn bad_configs_are_rejected_with_the_key() {
+        for (text, needle) in [
+            ("nope = 1", "nope"),
+            ("[limits]\nevent_ring_capacity = 0", "event_ring_capacity"),
+            ("[runtime]\nworker_threads = 0", "worker_threads"),
+            ("[limits]\nmax_payload_bytes = -1", "max_payload_bytes"),
+        ] {
+            let err = format!("{:#}", Config::parse(text).unwrap_err());
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_partial_file_keeps_the_other_defaults() {
+        let config = Config::parse("[limits]\nevent_ring_capacity = 8").unwrap();
+        assert_eq!(config.limits.event_ring_capacity, 8);
+        assert_eq!(config.limits.max_loops, Limits::default().max_loops);
+    }
+}

@@ -1,0 +1,136 @@
+//! `loopd`: hosts named asyncio-style event loops and serves them over gRPC on a Unix
+//! socket.
+//!
+//! # Anatomy
+//! - `config`: the TOML settings and their defaults (deploy/loopd.toml, embedded).
+//! - `socket`: the socket's directory, lock and stale-socket check.
+//! - `server`: tonic with every limit set, health, reflection, graceful shutdown.
+//! - `loops`: the loop policy: one thread per named loop, reached by jobs.
+//! - `local`: what a loop thread keeps: handles, futures, idempotency keys.
+//! - `events`: each loop's event ring and its subscribers.
+//! - `service`: the gRPC services, thin: validate, hand off, convert.
+//! - `status`: the one error type and its gRPC codes.
+//!
+//! # Limitations
+//! - Unix socket only (no TCP/TLS yet); the caller's uid is recorded but not enforced.
+//! - Durable timers, transports, processes and signals are not served yet.
+
+mod config;
+mod events;
+mod local;
+mod loops;
+mod server;
+mod service;
+mod socket;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use config::Config;
+
+/// loopd: asyncio event loops as a service.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file (see `--print-default-config`).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Unix socket to listen on.
+    #[arg(long, env = "LOOPD_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Directory for durable state.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Log filter (RUST_LOG wins when set), e.g. `info` or `loopd=debug`.
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Events kept per loop ring.
+    #[arg(long, value_name = "N")]
+    event_ring_capacity: Option<usize>,
+    /// Tokio worker threads of the front door (1: current_thread).
+    #[arg(long, value_name = "N")]
+    worker_threads: Option<usize>,
+    /// Prints the default configuration, every key documented, and exits.
+    #[arg(long)]
+    print_default_config: bool,
+}
+
+impl Args {
+    /// The configuration: the file's (or the defaults), then the flags on top.
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(socket) = &self.socket {
+            config.socket = Some(socket.clone());
+        }
+        if let Some(dir) = &self.state_dir {
+            config.state_dir = Some(dir.clone());
+        }
+        if let Some(level) = &self.log_level {
+            config.log_level = level.clone();
+        }
+        if let Some(n) = self.event_ring_capacity {
+            config.limits.event_ring_capacity = n;
+        }
+        if let Some(n) = self.worker_threads {
+            config.runtime.worker_threads = n;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    builder
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.config()?;
+    init_logging(&config.log_level);
+    let socket_path = config::resolve_socket(config.socket.as_deref())?;
+    let state_dir = config::resolve_state_dir(config.state_dir.as_deref())?;
+    socket::private_dir(&state_dir)?;
+    let bound = socket::bind(&socket_path)?;
+    runtime(config.runtime.worker_threads)?.block_on(server::serve(config, bound, state_dir))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.print_default_config {
+        print!("{}", config::DEFAULT_CONFIG);
+        return ExitCode::SUCCESS;
+    }
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("loopd: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

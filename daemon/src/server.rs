@@ -1,0 +1,184 @@
+//! The gRPC front door: tonic on a Unix socket, every limit set on purpose, health and
+//! reflection next to loopd's services, and a graceful shutdown that cannot hang.
+//!
+//! # Shutdown
+//! SIGTERM or SIGINT flips the shutdown watch: new requests get UNAVAILABLE, open
+//! Subscribe and WaitFuture calls end with UNAVAILABLE (tonic's graceful shutdown
+//! would otherwise wait forever for server streams), health turns NOT_SERVING, the
+//! server drains for at most `shutdown_grace_secs`, then every loop stops and closes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use loopd_proto::{
+    DaemonServiceServer, EventServiceServer, FutureServiceServer, LoopServiceServer,
+    SchedulerServiceServer,
+};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::config::{Config, ServerSettings};
+use crate::loops::Registry;
+use crate::service::{Api, Daemon};
+use crate::socket::Bound;
+
+/// Sets a service's decoding and encoding limits (each generated server has its own).
+macro_rules! limit {
+    ($server:expr, $max:expr) => {
+        $server
+            .max_decoding_message_size($max)
+            .max_encoding_message_size($max)
+    };
+}
+
+/// Serves until SIGTERM/SIGINT, then shuts down within the grace period.
+pub async fn serve(
+    config: Config,
+    bound: Bound,
+    state_dir: std::path::PathBuf,
+) -> anyhow::Result<()> {
+    let registry = Registry::new(config.limits.clone())
+        .await
+        .context("starting the default loop")?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let daemon = Arc::new(Daemon {
+        registry,
+        shutdown: shutdown_rx.clone(),
+        started: Instant::now(),
+        started_at: SystemTime::now(),
+        socket_path: bound.path.clone(),
+        state_dir,
+    });
+    let api = Api::new(daemon.clone());
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::Serving).await;
+    let reflection_v1 = reflection()?.build_v1()?;
+    let reflection_v1alpha = reflection()?.build_v1alpha()?;
+
+    let max = config.limits.max_message_bytes;
+    let router = builder(&config.server)
+        .layer(tower::util::MapResponseLayer::new(
+            too_large_is_resource_exhausted,
+        ))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(limit!(LoopServiceServer::new(api.clone()), max))
+        .add_service(limit!(SchedulerServiceServer::new(api.clone()), max))
+        .add_service(limit!(FutureServiceServer::new(api.clone()), max))
+        .add_service(limit!(EventServiceServer::new(api.clone()), max))
+        .add_service(limit!(DaemonServiceServer::new(api), max));
+
+    let listener = tokio::net::UnixListener::from_std(bound.listener.try_clone()?)
+        .context("registering the socket with tokio")?;
+    let incoming = UnixListenerStream::new(listener);
+    let mut server_shutdown = shutdown_rx.clone();
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+        let _ = server_shutdown.wait_for(|down| *down).await;
+    }));
+    tracing::info!(socket = %bound.path.display(), pid = std::process::id(), "loopd serving");
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    set_health(&health, ServingStatus::NotServing).await;
+    let _ = shutdown_tx.send(true);
+    daemon.registry.begin_shutdown();
+    match tokio::time::timeout(grace, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => tracing::warn!("server ended with an error: {err}"),
+        Ok(Err(err)) => tracing::warn!("server task failed: {err}"),
+        Err(_) => tracing::warn!("open calls did not end within {grace:?}; leaving anyway"),
+    }
+    daemon.registry.shutdown(Duration::from_secs(1)).await;
+    drop(bound);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The tonic server with every limit chosen, not defaulted.
+fn builder(s: &ServerSettings) -> Server {
+    let keepalive =
+        (s.keepalive_interval_secs > 0).then(|| Duration::from_secs(s.keepalive_interval_secs));
+    Server::builder()
+        // HTTP/2 streams per connection: tonic's default is unlimited.
+        .max_concurrent_streams(s.max_concurrent_streams)
+        // Requests in flight per connection in the tower stack; with load shedding,
+        // requests past it are refused at once (UNAVAILABLE) instead of queueing.
+        .concurrency_limit_per_connection(s.concurrency_limit_per_connection)
+        .load_shed(true)
+        // Rapid-reset protection (CVE-2023-44487): client-reset streams not yet accepted.
+        .http2_max_pending_accept_reset_streams(Some(s.max_pending_accept_reset_streams))
+        // Streams the server resets because of client errors, before GOAWAY.
+        .http2_max_local_error_reset_streams(Some(s.max_local_error_reset_streams))
+        .http2_max_header_list_size(s.max_header_list_size)
+        // Detects dead peers on idle connections (a local socket rarely needs it, but a
+        // client that hangs holding streams should not hold them forever).
+        .http2_keepalive_interval(keepalive)
+        .http2_keepalive_timeout(Some(Duration::from_secs(s.keepalive_timeout_secs)))
+        // gRPC only: no HTTP/1.1 on this socket.
+        .accept_http1(false)
+}
+
+/// tonic answers OUT_OF_RANGE for a request message above the decoding limit; gRPC (and
+/// loopd's protos, `DaemonLimits.max_message_bytes`) say RESOURCE_EXHAUSTED. Rewrites that
+/// one status, which tonic sends in the response headers (trailers-only).
+fn too_large_is_resource_exhausted(
+    mut response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let headers = response.headers_mut();
+    let out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|code| code.as_bytes() == b"11");
+    let too_large = headers.get("grpc-message").is_some_and(|message| {
+        let message = message.as_bytes();
+        message
+            .windows(TOO_LARGE.len())
+            .any(|window| window == TOO_LARGE)
+    });
+    if out_of_range && too_large {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from_static("8"), // RESOURCE_EXHAUSTED
+        );
+    }
+    response
+}
+
+/// tonic's message for an oversized request, percent-encoded as in the header.
+const TOO_LARGE: &[u8] = b"message%20length%20too%20large";
+
+fn reflection() -> anyhow::Result<tonic_reflection::server::Builder<'static>> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(loopd_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET))
+}
+
+async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    use tonic::server::NamedService;
+    let names = [
+        "",
+        <LoopServiceServer<Api> as NamedService>::NAME,
+        <SchedulerServiceServer<Api> as NamedService>::NAME,
+        <FutureServiceServer<Api> as NamedService>::NAME,
+        <EventServiceServer<Api> as NamedService>::NAME,
+        <DaemonServiceServer<Api> as NamedService>::NAME,
+    ];
+    for name in names {
+        health.set_service_status(name, status).await;
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}

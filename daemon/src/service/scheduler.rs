@@ -1,0 +1,264 @@
+//! SchedulerService: call_soon, call_later, call_at and batches, on a loop's thread.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::pin::Pin;
+
+use futures_util::{Stream, StreamExt};
+use loopd_proto::SchedulerService;
+use loopd_proto::pb;
+use pb::schedule_entry::When as W;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Api, caller_uid, entries};
+use crate::status::{Error, Result};
+
+/// ListHandles' default and largest page.
+const DEFAULT_PAGE: usize = 1000;
+const MAX_PAGE: usize = 10_000;
+
+impl Api {
+    /// Validates and schedules a batch on `loop_name` for `uid`.
+    async fn schedule(
+        &self,
+        loop_name: &str,
+        uid: u32,
+        raw: Vec<pb::ScheduleEntry>,
+    ) -> Result<Vec<pb::ScheduleResult>> {
+        let entries = entries(raw, self.limits())?;
+        let shared = self.daemon.registry.get(loop_name)?;
+        shared.call(move |ctx| ctx.schedule(uid, entries)).await
+    }
+
+    /// Schedules one entry; a single RPC's error names no index.
+    async fn schedule_single(
+        &self,
+        loop_name: &str,
+        uid: u32,
+        raw: pb::ScheduleEntry,
+    ) -> Result<pb::ScheduleResult> {
+        let results = self
+            .schedule(loop_name, uid, vec![raw])
+            .await
+            .map_err(|err| match err {
+                Error::Entry { source, .. } => *source,
+                other => other,
+            })?;
+        results
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Internal("a single entry gave no result".into()))
+    }
+}
+
+fn single(when: W, action: Option<pb::Action>, request_id: String) -> pb::ScheduleEntry {
+    pb::ScheduleEntry {
+        when: Some(when),
+        action,
+        request_id,
+    }
+}
+
+fn page_token(after: u64, query: u64) -> String {
+    format!("{after}.{query:016x}")
+}
+
+fn parse_page_token(token: &str, query: u64) -> Result<u64> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    let bad = || {
+        Error::invalid(
+            "page_token",
+            format!("{token:?} does not belong to this query"),
+        )
+    };
+    let (after, hash) = token.split_once('.').ok_or_else(bad)?;
+    let after: u64 = after.parse().map_err(|_| bad())?;
+    if hash != format!("{query:016x}") {
+        return Err(bad());
+    }
+    Ok(after)
+}
+
+type ScheduleStream =
+    Pin<Box<dyn Stream<Item = std::result::Result<pb::ScheduleBatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl SchedulerService for Api {
+    async fn call_soon(
+        &self,
+        request: Request<pb::CallSoonRequest>,
+    ) -> Result<Response<pb::CallSoonResponse>, Status> {
+        let uid = caller_uid(&request);
+        let req = request.into_inner();
+        let entry = single(W::Soon(()), req.action, req.request_id);
+        let result = self.schedule_single(&req.r#loop, uid, entry).await?;
+        Ok(Response::new(pb::CallSoonResponse {
+            handle_id: result.handle_id,
+            duplicate: result.duplicate,
+        }))
+    }
+
+    async fn call_later(
+        &self,
+        request: Request<pb::CallLaterRequest>,
+    ) -> Result<Response<pb::CallLaterResponse>, Status> {
+        use pb::call_later_request::After;
+        let uid = caller_uid(&request);
+        let req = request.into_inner();
+        let when = match req.after {
+            Some(After::Delay(d)) => W::Delay(d),
+            Some(After::DelaySeconds(s)) => W::DelaySeconds(s),
+            None => Err(Error::invalid(
+                "delay",
+                "unset (set delay or delay_seconds)",
+            ))?,
+        };
+        let entry = single(when, req.action, req.request_id);
+        let result = self.schedule_single(&req.r#loop, uid, entry).await?;
+        Ok(Response::new(pb::CallLaterResponse {
+            handle_id: result.handle_id,
+            when: result.when.unwrap_or_default(),
+            duplicate: result.duplicate,
+        }))
+    }
+
+    async fn call_at(
+        &self,
+        request: Request<pb::CallAtRequest>,
+    ) -> Result<Response<pb::CallAtResponse>, Status> {
+        let uid = caller_uid(&request);
+        let req = request.into_inner();
+        let entry = single(W::At(req.when), req.action, req.request_id);
+        let result = self.schedule_single(&req.r#loop, uid, entry).await?;
+        Ok(Response::new(pb::CallAtResponse {
+            handle_id: result.handle_id,
+            when: result.when.unwrap_or_default(),
+            duplicate: result.duplicate,
+        }))
+    }
+
+    async fn call_at_wall_time(
+        &self,
+        request: Request<pb::CallAtWallTimeRequest>,
+    ) -> Result<Response<pb::CallAtWallTimeResponse>, Status> {
+        let uid = caller_uid(&request);
+        let req = request.into_inner();
+        let when = req
+            .when
+            .ok_or_else(|| Error::invalid("when", "unset (a Timestamp is required)"))?;
+        let entry = single(W::AtWallTime(when), req.action, req.request_id);
+        let result = self.schedule_single(&req.r#loop, uid, entry).await?;
+        Ok(Response::new(pb::CallAtWallTimeResponse {
+            handle_id: result.handle_id,
+            when: result.when.unwrap_or_default(),
+            duplicate: result.duplicate,
+        }))
+    }
+
+    async fn schedule_batch(
+        &self,
+        request: Request<pb::ScheduleBatchRequest>,
+    ) -> Result<Response<pb::ScheduleBatchResponse>, Status> {
+        let uid = caller_uid(&request);
+        let req = request.into_inner();
+        let results = self.schedule(&req.r#loop, uid, req.entries).await?;
+        Ok(Response::new(pb::ScheduleBatchResponse { results }))
+    }
+
+    type ScheduleStream = ScheduleStream;
+
+    async fn schedule(
+        &self,
+        request: Request<Streaming<pb::ScheduleBatchRequest>>,
+    ) -> Result<Response<Self::ScheduleStream>, Status> {
+        let uid = caller_uid(&request);
+        let inbound = request.into_inner();
+        let api = self.clone();
+        let stream = futures_util::stream::unfold(Some(inbound), move |state| {
+            let api = api.clone();
+            async move {
+                let mut inbound = state?;
+                let batch = match inbound.next().await? {
+                    Ok(batch) => batch,
+                    Err(status) => return Some((Err(status), None)),
+                };
+                match api.schedule(&batch.r#loop, uid, batch.entries).await {
+                    Ok(results) => Some((Ok(pb::ScheduleBatchResponse { results }), Some(inbound))),
+                    Err(err) => Some((Err(err.into()), None)),
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn cancel_handle(
+        &self,
+        request: Request<pb::CancelHandleRequest>,
+    ) -> Result<Response<pb::CancelHandleResponse>, Status> {
+        let req = request.into_inner();
+        let shared = self.daemon.registry.get(&req.r#loop)?;
+        let id = req.handle_id;
+        let (cancelled, handle) = shared.call(move |ctx| ctx.cancel_handle(id)).await?;
+        Ok(Response::new(pb::CancelHandleResponse {
+            cancelled,
+            handle: Some(handle),
+        }))
+    }
+
+    async fn get_handle(
+        &self,
+        request: Request<pb::GetHandleRequest>,
+    ) -> Result<Response<pb::GetHandleResponse>, Status> {
+        let req = request.into_inner();
+        let shared = self.daemon.registry.get(&req.r#loop)?;
+        let id = req.handle_id;
+        let handle = shared.call(move |ctx| ctx.get_handle(id)).await?;
+        Ok(Response::new(pb::GetHandleResponse {
+            handle: Some(handle),
+        }))
+    }
+
+    async fn list_handles(
+        &self,
+        request: Request<pb::ListHandlesRequest>,
+    ) -> Result<Response<pb::ListHandlesResponse>, Status> {
+        let req = request.into_inner();
+        let mut hasher = DefaultHasher::new();
+        (&req.r#loop, &req.states, req.kind).hash(&mut hasher);
+        let query = hasher.finish();
+        let after = parse_page_token(&req.page_token, query)?;
+        let page_size = match req.page_size as usize {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let shared = self.daemon.registry.get(&req.r#loop)?;
+        let (states, kind) = (req.states, req.kind);
+        let (handles, next) = shared
+            .call(move |ctx| ctx.list_handles(after, &states, kind, page_size))
+            .await?;
+        Ok(Response::new(pb::ListHandlesResponse {
+            handles,
+            next_page_token: next.map(|last| page_token(last, query)).unwrap_or_default(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_belong_to_their_query() {
+        let token = page_token(42, 7);
+        assert_eq!(parse_page_token(&token, 7).unwrap(), 42);
+        assert_eq!(parse_page_token("", 7).unwrap(), 0);
+        for bad in [token.as_str(), "x", "1.zz", "nope.0000000000000007"] {
+            if bad == token {
+                assert!(parse_page_token(bad, 8).is_err(), "other query");
+            } else {
+                assert!(parse_page_token(bad, 7).is_err(), "{bad}");
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The daemon's one error type and its mapping to gRPC status codes.
+//!
+//! # Invariants
+//! - Every error a client can cause is a variant here; its message is lowercase and names
+//!   the bad value (the loop, the id, the number).
+//! - The error → code table lives in [`Error::code`] and nowhere else.
+
+use tonic::{Code, Status};
+
+/// Result alias for the daemon's services.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No loop has that name.
+    #[error("loop {0:?} not found")]
+    LoopNotFound(String),
+    /// The handle is unknown on that loop (or was forgotten).
+    #[error("handle {id} not found on loop {loop_name:?}")]
+    HandleNotFound {
+        /// The loop asked.
+        loop_name: String,
+        /// The handle asked for.
+        id: u64,
+    },
+    /// The future is unknown on that loop (or was forgotten).
+    #[error("future {id} not found on loop {loop_name:?}")]
+    FutureNotFound {
+        /// The loop asked.
+        loop_name: String,
+        /// The future asked for.
+        id: u64,
+    },
+    /// The loop is closed.
+    #[error("loop {0:?} is closed")]
+    LoopClosed(String),
+    /// CloseLoop on a running loop.
+    #[error("loop {0:?} is running: stop it before closing it")]
+    LoopRunning(String),
+    /// CloseLoop on `default`.
+    #[error("the default loop cannot be closed")]
+    CloseDefault,
+    /// CreateLoop with the name of a loop that is not closed.
+    #[error("loop {0:?} already exists")]
+    LoopExists(String),
+    /// CreateLoop past `limits.max_loops`.
+    #[error("too many loops: the daemon's limit is {0}")]
+    TooManyLoops(usize),
+    /// A value that makes no sense; `what` names the field.
+    #[error("invalid {what}: {value}")]
+    Invalid {
+        /// The field, e.g. `delay_seconds`.
+        what: &'static str,
+        /// The value and why it is wrong.
+        value: String,
+    },
+    /// A payload, result or value above `limits.max_payload_bytes`.
+    #[error("{what} is {size} bytes, more than the limit of {limit} bytes")]
+    TooLarge {
+        /// The field.
+        what: &'static str,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A future that is already done (asyncio's InvalidStateError).
+    #[error("future {0} is already done")]
+    FutureAlreadyDone(u64),
+    /// The loop was closed while a WaitFuture waited for a pending future.
+    #[error("loop {loop_name:?} was closed while future {id} was pending")]
+    ClosedWhileWaiting {
+        /// The loop.
+        loop_name: String,
+        /// The future waited for.
+        id: u64,
+    },
+    /// Subscribe past `limits.max_subscribers`.
+    #[error("too many subscribers: the daemon's limit is {0}")]
+    TooManySubscribers(usize),
+    /// Subscribe with a `since_seq` in the future.
+    #[error("since_seq {since} is beyond the next event's seq {next}")]
+    SinceOutOfRange {
+        /// The requested seq.
+        since: u64,
+        /// The seq the next event will get.
+        next: u64,
+    },
+    /// The call's deadline passed while waiting.
+    #[error("deadline exceeded after {0:?} waiting for future {1}")]
+    DeadlineExceeded(std::time::Duration, u64),
+    /// The daemon is shutting down.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    /// One entry of a batch failed; the code is the entry's.
+    #[error("entry {index}: {source}")]
+    Entry {
+        /// Index of the entry in the request.
+        index: usize,
+        /// What was wrong with it.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The engine refused.
+    #[error(transparent)]
+    Engine(#[from] loopd::Error),
+    /// Something that is the daemon's fault.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Shorthand for [`Error::Invalid`].
+    pub fn invalid(what: &'static str, value: impl std::fmt::Display) -> Self {
+        Error::Invalid {
+            what,
+            value: value.to_string(),
+        }
+    }
+
+    /// The gRPC code of this error: the one table of the daemon.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::LoopNotFound(_) | Error::HandleNotFound { .. } => Code::NotFound,
+            Error::FutureNotFound { .. } => Code::NotFound,
+            Error::LoopClosed(_) | Error::LoopRunning(_) | Error::CloseDefault => {
+                Code::FailedPrecondition
+            }
+            Error::FutureAlreadyDone(_) | Error::ClosedWhileWaiting { .. } => {
+                Code::FailedPrecondition
+            }
+            Error::LoopExists(_) => Code::AlreadyExists,
+            Error::TooManyLoops(_) | Error::TooLarge { .. } | Error::TooManySubscribers(_) => {
+                Code::ResourceExhausted
+            }
+            Error::Invalid { .. } => Code::InvalidArgument,
+            Error::SinceOutOfRange { .. } => Code::OutOfRange,
+            Error::DeadlineExceeded(..) => Code::DeadlineExceeded,
+            Error::ShuttingDown => Code::Unavailable,
+            Error::Entry { source, .. } => source.code(),
+            Error::Engine(err) => engine_code(err),
+            Error::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+fn engine_code(err: &loopd::Error) -> Code {
+    match err {
+        loopd::Error::Closed => Code::FailedPrecondition,
+        loopd::Error::InvalidDelay(_)
+        | loopd::Error::InvalidTime(_)
+        | loopd::Error::InvalidArgument { .. } => Code::InvalidArgument,
+        loopd::Error::InvalidState(_) => Code::FailedPrecondition,
+        _ => Code::Internal,
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        Status::new(err.code(), err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_maps_to_its_code_and_names_the_value() {
+        let cases = [
+            (Error::LoopNotFound("x1".into()), Code::NotFound, "x1"),
+            (
+                Error::HandleNotFound {
+                    loop_name: "default".into(),
+                    id: 77,
+                },
+                Code::NotFound,
+                "77",
+            ),
+            (
+                Error::LoopClosed("lp".into()),
+                Code::FailedPrecondition,
+                "lp",
+            ),
+            (
+                Error::invalid("delay_seconds", "NaN"),
+                Code::InvalidArgument,
+                "NaN",
+            ),
+            (
+                Error::TooLarge {
+                    what: "payload",
+                    size: 70000,
+                    limit: 65536,
+                },
+                Code::ResourceExhausted,
+                "70000",
+            ),
+            (
+                Error::Entry {
+                    index: 3,
+                    source: Box::new(Error::invalid("at", "-inf")),
+                },
+                Code::InvalidArgument,
+                "entry 3",
+            ),
+            (Error::ShuttingDown, Code::Unavailable, "shutting down"),
+            (
+                Error::Engine(loopd::Error::Closed),
+                Code::FailedPrecondition,
+                "closed",
+            ),
+        ];
+        for (err, code, needle) in cases {
+            let status = Status::from(err);
+            assert_eq!(status.code(), code, "{}", status.message());
+            assert!(status.message().contains(needle), "{}", status.message());
+        }
+    }
+}

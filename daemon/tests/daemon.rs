@@ -1,0 +1,161 @@
+//! The daemon as a process: health, reflection, info, one daemon per socket, SIGTERM.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use loopd_proto::pb;
+use loopd_proto::{DaemonServiceClient, FutureServiceClient};
+use support::{Daemon, subscribe};
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+const SERVICES: [&str; 5] = [
+    "loopd.v1.LoopService",
+    "loopd.v1.SchedulerService",
+    "loopd.v1.FutureService",
+    "loopd.v1.EventService",
+    "loopd.v1.DaemonService",
+];
+
+#[tokio::test]
+async fn health_is_serving_for_the_server_and_every_service() {
+    let daemon = Daemon::start();
+    let mut health = HealthClient::new(daemon.channel().await);
+    for service in std::iter::once("").chain(SERVICES) {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
+}
+
+#[tokio::test]
+async fn reflection_lists_every_service() {
+    let daemon = Daemon::start();
+    let mut reflection = ServerReflectionClient::new(daemon.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("unexpected answer {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for service in SERVICES.into_iter().chain(["grpc.health.v1.Health"]) {
+        assert!(
+            names.iter().any(|n| n == service),
+            "{service} missing from {names:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn info_describes_the_daemon_and_its_socket_is_private() {
+    let daemon = Daemon::start();
+    let info = DaemonServiceClient::new(daemon.channel().await)
+        .get_info(pb::GetInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.pid, daemon.pid());
+    assert_eq!(info.loops, ["default"]);
+    assert_eq!(info.socket_path, daemon.socket.display().to_string());
+    assert_eq!(info.limits.unwrap().event_ring_capacity, 65536);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&daemon.socket), 0o660);
+    assert_eq!(mode(daemon.socket.parent().unwrap()), 0o700);
+    assert_eq!(mode(&daemon.dir.path().join("state")), 0o700);
+}
+
+#[tokio::test]
+async fn a_second_daemon_on_the_same_socket_fails_and_the_first_keeps_serving() {
+    let daemon = Daemon::start();
+    let (status, stderr) = daemon.start_second();
+    let status = status.expect("the second daemon exits by itself");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("already serving"), "{stderr}");
+    assert!(
+        stderr.contains(&daemon.socket.display().to_string()),
+        "{stderr}"
+    );
+    let info = DaemonServiceClient::new(daemon.channel().await)
+        .get_info(pb::GetInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.pid, daemon.pid());
+}
+
+#[tokio::test]
+async fn sigterm_ends_open_streams_with_unavailable_and_exits_zero() {
+    let mut daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        streams.push(subscribe(&channel, "").await);
+    }
+    let mut futures = FutureServiceClient::new(channel.clone());
+    let id = futures
+        .create_future(pb::CreateFutureRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .future_id;
+    let waiting = tokio::spawn(async move {
+        futures
+            .wait_future(pb::WaitFutureRequest {
+                r#loop: String::new(),
+                future_id: id,
+                timeout: None,
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let sent = Instant::now();
+    daemon.sigterm();
+    for stream in &mut streams {
+        let end = tokio::time::timeout(support::WAIT, async {
+            loop {
+                match stream.message().await {
+                    Ok(Some(_)) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .expect("the stream ended");
+        let status = end.expect_err("ends with a status");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    }
+    let wait_status = waiting.await.unwrap().unwrap_err();
+    assert_eq!(wait_status.code(), Code::Unavailable, "{wait_status:?}");
+    let exit = tokio::task::spawn_blocking(move || daemon.wait_exit(Duration::from_secs(5)))
+        .await
+        .unwrap()
+        .expect("exited within 5 s");
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        sent.elapsed()
+    );
+}

@@ -1,0 +1,160 @@
+//! FutureService: one client resolves, another waits; timeouts and deadlines.
+
+mod support;
+
+use std::time::Duration;
+
+use loopd_proto::pb;
+use loopd_proto::{FutureServiceClient, SchedulerServiceClient};
+use support::Daemon;
+use tonic::Code;
+
+fn wait(id: u64, timeout: Option<Duration>) -> pb::WaitFutureRequest {
+    pb::WaitFutureRequest {
+        r#loop: String::new(),
+        future_id: id,
+        timeout: timeout.map(|t| t.try_into().unwrap()),
+    }
+}
+
+#[tokio::test]
+async fn a_future_resolved_by_one_client_wakes_another() {
+    let daemon = Daemon::start();
+    let mut creator = FutureServiceClient::new(daemon.channel().await);
+    let mut waiter = FutureServiceClient::new(daemon.channel().await);
+    let id = creator
+        .create_future(pb::CreateFutureRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .future_id;
+    let waiting = tokio::spawn(async move { waiter.wait_future(wait(id, None)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the wait ended before the result was set"
+    );
+    creator
+        .set_result(pb::SetResultRequest {
+            r#loop: String::new(),
+            future_id: id,
+            result: b"42".to_vec(),
+        })
+        .await
+        .unwrap();
+    let done = tokio::time::timeout(support::WAIT, waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .into_inner()
+        .future
+        .unwrap();
+    assert_eq!(done.state, pb::FutureState::Result as i32);
+    assert_eq!(done.result, b"42");
+
+    let again = creator
+        .set_result(pb::SetResultRequest {
+            r#loop: String::new(),
+            future_id: id,
+            result: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    let cancel = creator
+        .cancel_future(pb::CancelFutureRequest {
+            r#loop: String::new(),
+            future_id: id,
+            message: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!cancel.cancelled, "cancelling a done future answers false");
+}
+
+#[tokio::test]
+async fn a_timer_can_resolve_a_future() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut futures = FutureServiceClient::new(channel.clone());
+    let id = futures
+        .create_future(pb::CreateFutureRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .future_id;
+    SchedulerServiceClient::new(channel)
+        .call_later(pb::CallLaterRequest {
+            after: Some(pb::call_later_request::After::DelaySeconds(0.02)),
+            action: Some(pb::Action {
+                kind: Some(pb::action::Kind::ResolveFuture(pb::ResolveFutureAction {
+                    future_id: id,
+                    value: b"from a timer".to_vec(),
+                })),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let done = futures
+        .wait_future(wait(id, Some(support::WAIT)))
+        .await
+        .unwrap()
+        .into_inner()
+        .future
+        .unwrap();
+    assert_eq!(done.result, b"from a timer");
+}
+
+#[tokio::test]
+async fn waits_end_at_the_timeout_or_the_deadline() {
+    let daemon = Daemon::start();
+    let mut futures = FutureServiceClient::new(daemon.channel().await);
+    let create = pb::CreateFutureRequest {
+        r#loop: String::new(),
+        request_id: "same".into(),
+    };
+    let first = futures
+        .create_future(create.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let retry = futures.create_future(create).await.unwrap().into_inner();
+    assert!(retry.duplicate && retry.future_id == first.future_id);
+    let id = first.future_id;
+
+    let pending = futures
+        .wait_future(wait(id, Some(Duration::from_millis(50))))
+        .await
+        .unwrap()
+        .into_inner()
+        .future
+        .unwrap();
+    assert_eq!(pending.state, pb::FutureState::Pending as i32);
+
+    let mut request = tonic::Request::new(wait(id, None));
+    request.set_timeout(Duration::from_millis(200));
+    let status = futures.wait_future(request).await.unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::DeadlineExceeded,
+        "{}",
+        status.message()
+    );
+
+    let negative = futures
+        .wait_future(pb::WaitFutureRequest {
+            r#loop: String::new(),
+            future_id: id,
+            timeout: Some(prost_types::Duration {
+                seconds: -1,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(negative.code(), Code::InvalidArgument);
+    assert!(negative.message().contains("-1"), "{}", negative.message());
+}

@@ -14,7 +14,9 @@
 //! - Without `--bench` (so under `cargo test --all-targets`) every count is divided by 100:
 //!   a quick check that the workloads run and count right, not a measurement.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+use mimalloc::MiMalloc as System;
 use std::cell::{Cell, RefCell};
 use std::error::Error;
 use std::rc::Rc;

@@ -93,6 +93,67 @@ pub enum Error {
     /// The child watcher was closed: it accepts no new handlers.
     #[error("child watcher is closed")]
     ChildWatcherClosed,
+    /// Binding a server (or a connection's `local_addr`) to an address that is taken.
+    #[error("address {addr} is already in use")]
+    AddressInUse {
+        /// The address, rendered.
+        addr: String,
+        /// What the OS said (`EADDRINUSE`).
+        #[source]
+        source: io::Error,
+    },
+    /// Binding to an address failed for another reason (permission, not local, ...).
+    #[error("error while attempting to bind on address {addr}")]
+    Bind {
+        /// The address, rendered.
+        addr: String,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// Nothing listens at the address (`ECONNREFUSED`).
+    #[error("connection to {addr} refused")]
+    ConnectionRefused {
+        /// The address, rendered.
+        addr: String,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// Connecting failed for another reason (unreachable, timed out, no such path, ...).
+    #[error("cannot connect to {addr}")]
+    Connect {
+        /// The address, rendered.
+        addr: String,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// Every address of a host was tried and each failed differently (asyncio's
+    /// "Multiple exceptions"); each error is listed with its cause.
+    #[error("multiple exceptions: {}", join_errors(.0))]
+    MultipleErrors(Vec<Error>),
+    /// A host name that does not resolve (or resolves to nothing).
+    #[error("cannot resolve host {host:?}")]
+    Resolve {
+        /// The host name as given.
+        host: String,
+        /// What getaddrinfo said.
+        #[source]
+        source: io::Error,
+    },
+    /// `write` on a transport that is closing or closed.
+    #[error("transport is closing")]
+    TransportClosing,
+    /// `write` after `write_eof`.
+    #[error("cannot call write() after write_eof()")]
+    WriteAfterEof,
+    /// The server was closed: it cannot start serving again.
+    #[error("server is closed")]
+    ServerClosed,
+    /// `serve_forever` was called on a server whose `serve_forever` is already running.
+    #[error("server is already being awaited on serve_forever()")]
+    AlreadyServingForever,
 }
 
 impl Error {
@@ -100,4 +161,22 @@ impl Error {
     pub(crate) fn io(op: &'static str) -> impl FnOnce(io::Error) -> Error {
         move |source| Error::Io { op, source }
     }
+}
+
+/// Renders errors with their causes, `, `-separated, for [`Error::MultipleErrors`].
+fn join_errors(errors: &[Error]) -> String {
+    let mut out = String::new();
+    for (i, error) in errors.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&error.to_string());
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            out.push_str(": ");
+            out.push_str(&cause.to_string());
+            source = cause.source();
+        }
+    }
+    out
 }

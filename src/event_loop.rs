@@ -105,6 +105,7 @@ pub(crate) struct Core {
     pub(crate) tasks: crate::task::Tasks,
     pub(crate) executor: crate::executor::ExecutorState,
     pub(crate) children: crate::process::Children,
+    pub(crate) net: crate::net::NetState,
 }
 
 /// An asyncio event loop. Not `Send`: it lives on the thread that made it; other threads
@@ -192,6 +193,7 @@ impl EventLoop {
             tasks: Default::default(),
             executor: Default::default(),
             children: Default::default(),
+            net: Default::default(),
         };
         Ok(EventLoop {
             core: Rc::new(core),
@@ -348,6 +350,7 @@ impl EventLoop {
         self.release_fd_watchers();
         crate::task::release_on_close(self);
         crate::process::close_loop(self);
+        crate::net::close_loop(self);
         drop((ready, timers, sources, remote));
         Ok(())
     }

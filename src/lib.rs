@@ -19,6 +19,8 @@
 //! - `executor`: the default [`ThreadPool`] and `run_in_executor` for blocking work.
 //! - [`policy`]: event loop policies ([`EventLoopPolicy`]): the current loop per thread,
 //!   the child watcher, and asyncio's module-level `get_event_loop` and friends.
+//! - [`net`]: stream transports and protocols: [`Server`] (`create_server`,
+//!   `create_unix_server`), `create_connection`, [`Transport`], [`Protocol`].
 //! - [`process`]: child watchers ([`ChildWatcher`]): pidfd (default) and thread-per-child.
 //!
 //! # Stricter than asyncio
@@ -42,6 +44,7 @@ mod future;
 mod handle;
 mod io;
 mod metrics;
+pub mod net;
 pub mod policy;
 pub mod process;
 mod remote;
@@ -56,6 +59,9 @@ pub use executor::{Executor, Job, JobLost, ThreadPool};
 pub use future::{CallbackId, Future, Take};
 pub use handle::{Handle, TimerHandle};
 pub use metrics::{LATENESS_BUCKET_BOUNDS_NS, LatenessHistogram, Metrics};
+pub use net::{
+    Address, ConnectOptions, ExtraInfo, Hosts, Protocol, Server, ServerOptions, Transport,
+};
 pub use policy::{
     DefaultEventLoopPolicy, EventLoopPolicy, get_child_watcher, get_event_loop,
     get_event_loop_policy, new_event_loop, set_child_watcher, set_event_loop,

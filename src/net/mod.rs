@@ -1,0 +1,132 @@
+//! Stream transports and protocols: asyncio's `create_server`, `create_connection` and their
+//! Unix-socket twins, on epoll (edge-triggered, through the loop's mio registry) and socket2.
+//!
+//! asyncio's model: a [`Protocol`] is user code called when things happen (connection made,
+//! data received, EOF, connection lost, write buffer too full / drained); a [`Transport`] is
+//! the loop's handle to the socket, which the protocol writes to and controls.
+//!
+//! # Invariants
+//! - The loop owns every open transport and every serving server (a per-loop registry), so
+//!   neither needs a user handle to stay alive; a transport leaves the registry right after
+//!   `connection_lost`, a server when it is closed. `close()` of the loop releases both.
+//! - Readiness only queues the transport's read or write callback cell (at most one of each
+//!   in the ready queue); protocol methods run from the ready queue, never from the poll.
+//! - Edge-triggered: a read callback reads until `EAGAIN`, or until it has read
+//!   [`READ_BUFFER_SIZE`] bytes, in which case it queues itself again (fairness between
+//!   transports); a transport whose reading resumes queues a read, since no new edge comes.
+//! - Reads go into one buffer per loop, reused for every read (a fresh buffer per read makes
+//!   glibc mmap/munmap each time).
+//! - No `RefCell` borrow is held while a protocol method runs. A protocol that is already
+//!   borrowed (its method is running, e.g. it writes from `data_received` and the write
+//!   crosses the high-water mark) gets the call on the ready queue instead.
+
+mod connect;
+mod protocol;
+mod server;
+mod socket;
+mod transport;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+pub use connect::ConnectOptions;
+pub use protocol::Protocol;
+pub use server::{Hosts, Server, ServerOptions};
+pub use transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, ExtraInfo, Transport};
+
+use crate::event_loop::EventLoop;
+
+/// Size of the per-loop read buffer, and the most one transport reads per readiness event
+/// (asyncio reads at most 256 KiB per event too).
+pub const READ_BUFFER_SIZE: usize = 256 * 1024;
+
+/// A socket address as `get_extra_info("peername")` reports it: an IP address and port, or
+/// a Unix socket path (`None` for an unnamed socket, such as a client's end).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    /// An IPv4 or IPv6 address and port.
+    Inet(SocketAddr),
+    /// A Unix socket path; `None` when the socket has no name.
+    Unix(Option<PathBuf>),
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Inet(addr) => write!(f, "{addr}"),
+            Address::Unix(Some(path)) => write!(f, "{}", path.display()),
+            Address::Unix(None) => f.write_str("<unnamed unix socket>"),
+        }
+    }
+}
+
+impl Address {
+    fn of(addr: &socket2::SockAddr) -> Address {
+        match addr.as_socket() {
+            Some(inet) => Address::Inet(inet),
+            None => Address::Unix(addr.as_pathname().map(PathBuf::from)),
+        }
+    }
+}
+
+/// A protocol as the loop stores it.
+pub(crate) type SharedProtocol = Rc<RefCell<dyn Protocol>>;
+
+/// Makes one protocol per connection (asyncio's `protocol_factory`).
+pub(crate) type ProtocolFactory = Rc<dyn Fn() -> SharedProtocol>;
+
+/// Per-loop networking state (a field of the loop's core).
+#[derive(Default)]
+pub(crate) struct NetState {
+    transports: RefCell<HashMap<u64, Rc<transport::TransportInner>>>,
+    servers: RefCell<HashMap<u64, Rc<server::ServerInner>>>,
+    next_id: Cell<u64>,
+    read_buffer: RefCell<Vec<u8>>,
+}
+
+impl NetState {
+    fn next_id(&self) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        id
+    }
+
+    /// Takes the loop's read buffer out (allocating it on first use); give it back with
+    /// [`put_read_buffer`](Self::put_read_buffer).
+    fn take_read_buffer(&self) -> Vec<u8> {
+        let mut buffer = std::mem::take(&mut *self.read_buffer.borrow_mut());
+        if buffer.len() < READ_BUFFER_SIZE {
+            buffer = vec![0; READ_BUFFER_SIZE];
+        }
+        buffer
+    }
+
+    fn put_read_buffer(&self, buffer: Vec<u8>) {
+        *self.read_buffer.borrow_mut() = buffer;
+    }
+}
+
+impl EventLoop {
+    /// How many transports of this loop are open (made and not yet lost).
+    pub fn open_transports(&self) -> usize {
+        self.core.net.transports.borrow().len()
+    }
+}
+
+/// Closes every server and drops every transport of a closing loop, without calling
+/// protocols (the loop can no longer run them); called once from [`EventLoop::close`].
+pub(crate) fn close_loop(lp: &EventLoop) {
+    let servers = std::mem::take(&mut *lp.core.net.servers.borrow_mut());
+    for server in servers.values() {
+        server.release();
+    }
+    let transports = std::mem::take(&mut *lp.core.net.transports.borrow_mut());
+    for transport in transports.values() {
+        transport.release(lp);
+    }
+    drop((servers, transports));
+}

@@ -43,7 +43,8 @@ impl EventLoop {
     /// let refused = lp.run_until_complete(lp.create_connection(
     ///     || Quiet, "127.0.0.1", 1, ConnectOptions::default(),
     /// ));
-    /// assert_eq!(refused.unwrap().unwrap_err().to_string(), "connection to 127.0.0.1:1 refused");
+    /// let err = refused.unwrap().err().unwrap();
+    /// assert_eq!(err.to_string(), "connection to 127.0.0.1:1 refused");
     /// ```
     pub fn create_connection<P, F>(
         &self,

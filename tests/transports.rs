@@ -32,6 +32,9 @@ struct Record {
     echo: bool,
     keep_open_on_eof: bool,
     pause_on_connect: bool,
+    /// Pause reading from `data_received` once this many bytes arrived.
+    pause_after: Option<usize>,
+    panic_on_data: bool,
 }
 
 type Shared = Rc<RefCell<Record>>;
@@ -51,6 +54,9 @@ impl Protocol for Probe {
     }
     fn data_received(&mut self, data: &[u8]) {
         let mut r = self.0.borrow_mut();
+        if r.panic_on_data {
+            panic!("bad data");
+        }
         if r.hash == 0 {
             r.hash = FNV_OFFSET;
         }
@@ -62,6 +68,11 @@ impl Protocol for Probe {
         if r.echo {
             if let Some(t) = &r.transport {
                 t.write(data).unwrap();
+            }
+        }
+        if r.pause_after.is_some_and(|limit| r.received >= limit) {
+            if let Some(t) = &r.transport {
+                t.pause_reading();
             }
         }
     }
@@ -444,6 +455,103 @@ fn write_buffer_limits_drive_pause_and_resume_writing() {
         assert_eq!(t.get_write_buffer_size(), 0);
     });
     assert_eq!(events(&client), ["made", "pause", "resume"]);
+}
+
+#[test]
+fn pause_reading_inside_data_received_stops_delivery() {
+    let lp = EventLoop::new().unwrap();
+    let servers = Rc::new(RefCell::new(Vec::new()));
+    let server = tcp_server(&lp, &servers, |r| r.pause_after = Some(1));
+    let mut std_client = TcpStream::connect(inet(&server)).unwrap();
+    std_client.write_all(b"first").unwrap();
+    let list = servers.clone();
+    let inner = lp.clone();
+    run(&lp, async move {
+        until(&inner, || {
+            list.borrow()
+                .first()
+                .is_some_and(|r| r.borrow().received > 0)
+        })
+        .await;
+        let side = list.borrow()[0].clone();
+        assert_eq!(side.borrow().data, b"first");
+        assert!(!transport(&side).is_reading());
+        std_client.write_all(b"second").unwrap();
+        sleep(&inner, Duration::from_millis(20)).await;
+        assert_eq!(side.borrow().data, b"first", "paused: nothing delivered");
+        side.borrow_mut().pause_after = None;
+        transport(&side).resume_reading();
+        until(&inner, || side.borrow().received == 11).await;
+        assert_eq!(side.borrow().data, b"firstsecond");
+    });
+    server.close();
+}
+
+#[test]
+fn a_busy_protocol_gets_pause_writing_from_the_ready_queue() {
+    let lp = EventLoop::new().unwrap();
+    let servers = Rc::new(RefCell::new(Vec::new()));
+    let server = tcp_server(&lp, &servers, |r| {
+        r.pause_on_connect = true;
+        r.keep_data = false;
+    });
+    let port = inet(&server).port();
+    let inner = lp.clone();
+    run(&lp, async move {
+        let connect = inner.create_connection(
+            || Probe(record(|_| {})),
+            "127.0.0.1",
+            port,
+            ConnectOptions::default(),
+        );
+        let (t, protocol) = connect.await.unwrap();
+        t.set_write_buffer_limits(Some(1), None).unwrap();
+        let r = protocol.borrow().0.clone();
+        let busy = protocol.borrow_mut(); // as if one of its methods were running
+        let chunk = vec![0u8; 1024 * 1024];
+        while t.get_write_buffer_size() <= 1 {
+            t.write(&chunk).unwrap();
+        }
+        assert_eq!(events(&r), ["made"], "not called while borrowed");
+        drop(busy);
+        until(&inner, || events(&r).len() == 2).await;
+        assert_eq!(events(&r), ["made", "pause"]);
+        t.abort();
+    });
+    server.close();
+}
+
+#[test]
+fn a_panicking_protocol_is_reported_and_its_transport_closed() {
+    let lp = EventLoop::new().unwrap();
+    let reports = Rc::new(RefCell::new(Vec::new()));
+    let seen = reports.clone();
+    lp.set_exception_handler(Some(move |_: &EventLoop, ctx: &loopd::ExceptionContext| {
+        seen.borrow_mut().push(ctx.to_string());
+    }));
+    let servers = Rc::new(RefCell::new(Vec::new()));
+    let server = tcp_server(&lp, &servers, |r| r.panic_on_data = true);
+    let mut std_client = TcpStream::connect(inet(&server)).unwrap();
+    std_client.write_all(b"boom").unwrap();
+    let list = servers.clone();
+    let inner = lp.clone();
+    run(&lp, async move {
+        until(&inner, || {
+            list.borrow().first().is_some_and(|r| events(r).len() == 2)
+        })
+        .await;
+    });
+    assert_eq!(
+        events(&servers.borrow()[0]),
+        ["made", "lost: panicked: bad data"]
+    );
+    assert_eq!(
+        *reports.borrow(),
+        ["fatal error: protocol.data_received() call failed; error: panicked: bad data"]
+    );
+    let mut rest = Vec::new();
+    std_client.read_to_end(&mut rest).unwrap();
+    server.close();
 }
 
 // ---- servers --------------------------------------------------------------------------

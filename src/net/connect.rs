@@ -148,3 +148,33 @@ where
     waiter.await?;
     Ok((transport, protocol))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+
+    fn refused(addr: &str) -> Error {
+        connect_error(addr.into(), io::ErrorKind::ConnectionRefused.into())
+    }
+
+    #[test]
+    fn failed_attempts_combine_as_asyncio() {
+        let cases: [(Vec<Error>, &str); 3] = [
+            (vec![refused("a:1")], "connection to a:1 refused"),
+            (
+                vec![Error::TransportClosing, Error::TransportClosing],
+                "transport is closing",
+            ),
+            (
+                vec![refused("a:1"), refused("b:1")],
+                "multiple exceptions: connection to a:1 refused: connection refused, \
+                 connection to b:1 refused: connection refused",
+            ),
+        ];
+        for (errors, expected) in cases {
+            assert_eq!(combine(errors).to_string(), expected);
+        }
+    }
+}

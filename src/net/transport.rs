@@ -280,7 +280,9 @@ impl Transport {
         let Some(lp) = self.inner.event_loop() else {
             return;
         };
-        self.inner.state.borrow_mut().reading_paused = false;
+        if !std::mem::replace(&mut self.inner.state.borrow_mut().reading_paused, false) {
+            return;
+        }
         self.inner.queue_read(&lp);
     }
 
@@ -296,14 +298,7 @@ impl Transport {
     ///
     /// Fails with [`Error::InvalidArgument`] if `high < low`.
     pub fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<()> {
-        let high = high.unwrap_or_else(|| low.map_or(DEFAULT_HIGH_WATER, |l| l.saturating_mul(4)));
-        let low = low.unwrap_or(high / 4);
-        if high < low {
-            return Err(Error::InvalidArgument {
-                what: "write buffer limits",
-                value: format!("high ({high}) must be >= low ({low})"),
-            });
-        }
+        let (high, low) = write_buffer_limits(high, low)?;
         {
             let mut state = self.inner.state.borrow_mut();
             state.high = high;
@@ -352,6 +347,19 @@ impl Transport {
     pub fn sockname(&self) -> Option<Address> {
         self.inner.sockname.clone()
     }
+}
+
+/// asyncio's `_set_write_buffer_limits`: the missing mark is derived from the other one.
+fn write_buffer_limits(high: Option<usize>, low: Option<usize>) -> Result<(usize, usize)> {
+    let high = high.unwrap_or_else(|| low.map_or(DEFAULT_HIGH_WATER, |l| l.saturating_mul(4)));
+    let low = low.unwrap_or(high / 4);
+    if high < low {
+        return Err(Error::InvalidArgument {
+            what: "write buffer limits",
+            value: format!("high ({high}) must be >= low ({low})"),
+        });
+    }
+    Ok((high, low))
 }
 
 impl fmt::Debug for Transport {
@@ -777,6 +785,54 @@ impl TransportInner {
         });
         if method != "connection_lost" {
             self.force_close_on(lp, Some(io::Error::other(error)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_buffer_limits_follow_asyncio() {
+        let k = 1024;
+        let cases = [
+            // (high, low) given -> (high, low) used
+            ((None, None), Some((64 * k, 16 * k))),
+            ((Some(100), None), Some((100, 25))),
+            ((None, Some(100)), Some((400, 100))),
+            ((Some(10), Some(10)), Some((10, 10))),
+            ((Some(0), None), Some((0, 0))),
+            ((None, Some(usize::MAX)), Some((usize::MAX, usize::MAX))),
+            ((Some(1), Some(2)), None),
+        ];
+        for ((high, low), expected) in cases {
+            assert_eq!(
+                write_buffer_limits(high, low).ok(),
+                expected,
+                "high {high:?}, low {low:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn consuming_the_buffer_keeps_the_unsent_tail() {
+        let mut state = State {
+            buffer: b"abcdefgh".to_vec(),
+            ..Default::default()
+        };
+        let steps: [(usize, &[u8], usize); 4] = [
+            // (sent, unsent, head afterwards)
+            (2, b"cdefgh", 2),
+            (1, b"defgh", 3),
+            (2, b"fgh", 0), // past half: compacted
+            (3, b"", 0),
+        ];
+        for (sent, unsent, head) in steps {
+            state.consume(sent);
+            assert_eq!(&state.buffer[state.head..], unsent, "after sending {sent}");
+            assert_eq!(state.pending(), unsent.len());
+            assert_eq!(state.head, head);
         }
     }
 }

@@ -60,7 +60,8 @@ pub use future::{CallbackId, Future, Take};
 pub use handle::{Handle, TimerHandle};
 pub use metrics::{LATENESS_BUCKET_BOUNDS_NS, LatenessHistogram, Metrics};
 pub use net::{
-    Address, ConnectOptions, ExtraInfo, Hosts, Protocol, Server, ServerOptions, Transport,
+    Address, ConnectOptions, ExtraInfo, Hosts, NetMetrics, Protocol, Server, ServerOptions,
+    Transport,
 };
 pub use policy::{
     DefaultEventLoopPolicy, EventLoopPolicy, get_child_watcher, get_event_loop,

@@ -246,6 +246,18 @@ fn tcp_echo_round_trip() {
         ["made", "eof", "lost"],
         "EOF closes by default"
     );
+    let metrics = lp.net_metrics();
+    assert_eq!(
+        (metrics.open_transports, metrics.open_servers),
+        (0, 0),
+        "{metrics:?}"
+    );
+    assert_eq!(metrics.connections_accepted, 1);
+    assert_eq!(
+        (metrics.bytes_sent, metrics.bytes_received),
+        (24, 24),
+        "12 each way"
+    );
 }
 
 #[test]
@@ -265,6 +277,7 @@ fn unix_echo_round_trip() {
     let c = client.clone();
     let connect = lp.create_unix_connection(move || Probe(c), &path);
     echo_round_trip(&lp, &server, client, connect);
+    assert!(!path.exists(), "closing removed the socket file");
 }
 
 #[test]
@@ -277,7 +290,11 @@ fn a_stale_unix_socket_file_is_replaced() {
     let create = lp.create_unix_server(probes(&list, |_| {}), &path, ServerOptions::default());
     let server = run(&lp, create).unwrap();
     std::os::unix::net::UnixStream::connect(&path).expect("the new server listens");
+    // Someone else's file now sits at the path: closing must leave it alone.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, b"not ours").unwrap();
     server.close();
+    assert_eq!(std::fs::read(&path).unwrap(), b"not ours");
 }
 
 #[test]
@@ -666,6 +683,18 @@ fn several_hosts_each_get_a_socket() {
     for socket in &sockets {
         match socket {
             Address::Inet(addr) => assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    server.close();
+
+    let create = lp.create_server(probes(&list, |_| {}), None, 0, ServerOptions::default());
+    let server = run(&lp, create).unwrap();
+    let sockets = server.sockets();
+    assert!(!sockets.is_empty() && sockets.len() <= 2, "0.0.0.0 and ::");
+    for socket in &sockets {
+        match socket {
+            Address::Inet(addr) => assert!(addr.ip().is_unspecified() && addr.port() != 0),
             other => panic!("{other:?}"),
         }
     }

@@ -86,6 +86,31 @@ pub(crate) struct NetState {
     servers: RefCell<HashMap<u64, Rc<server::ServerInner>>>,
     next_id: Cell<u64>,
     read_buffer: RefCell<Vec<u8>>,
+    pub(crate) counters: NetCounters,
+}
+
+/// Running totals of one loop's stream traffic.
+#[derive(Default)]
+pub(crate) struct NetCounters {
+    pub(crate) bytes_received: Cell<u64>,
+    pub(crate) bytes_sent: Cell<u64>,
+    pub(crate) accepted: Cell<u64>,
+}
+
+/// A snapshot of one loop's stream networking (see [`EventLoop::net_metrics`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NetMetrics {
+    /// Transports made and not yet lost.
+    pub open_transports: usize,
+    /// Servers not closed.
+    pub open_servers: usize,
+    /// Bytes handed to protocols' `data_received`, in total.
+    pub bytes_received: u64,
+    /// Bytes the sockets took from transports' writes, in total.
+    pub bytes_sent: u64,
+    /// Connections accepted by servers, in total.
+    pub connections_accepted: u64,
 }
 
 impl NetState {
@@ -114,6 +139,18 @@ impl EventLoop {
     /// How many transports of this loop are open (made and not yet lost).
     pub fn open_transports(&self) -> usize {
         self.core.net.transports.borrow().len()
+    }
+
+    /// Counters of this loop's servers and transports.
+    pub fn net_metrics(&self) -> NetMetrics {
+        let net = &self.core.net;
+        NetMetrics {
+            open_transports: net.transports.borrow().len(),
+            open_servers: net.servers.borrow().len(),
+            bytes_received: net.counters.bytes_received.get(),
+            bytes_sent: net.counters.bytes_sent.get(),
+            connections_accepted: net.counters.accepted.get(),
+        }
     }
 }
 

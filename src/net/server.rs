@@ -127,6 +127,39 @@ pub(crate) struct ServerInner {
     /// `None` once woken: later `wait_closed` calls return at once.
     waiters: RefCell<Option<Vec<Future<()>>>>,
     serve_forever: RefCell<Option<Future<()>>>,
+    /// A Unix server's socket file, removed on close if it is still ours.
+    unix_file: RefCell<Option<UnixFile>>,
+}
+
+/// A socket file and its identity, so closing never removes someone else's file.
+struct UnixFile {
+    path: std::path::PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl UnixFile {
+    fn of(path: &Path) -> Option<UnixFile> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(UnixFile {
+            path: path.to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    /// Removes the file if it is still the one the server bound (asyncio 3.13's
+    /// `cleanup_socket`).
+    fn remove(self) {
+        let same =
+            UnixFile::of(&self.path).is_some_and(|now| (now.dev, now.ino) == (self.dev, self.ino));
+        if same {
+            if let Err(err) = std::fs::remove_file(&self.path) {
+                tracing::debug!(target: "loopd", "removing {}: {err}", self.path.display());
+            }
+        }
+    }
 }
 
 struct Listener {
@@ -196,7 +229,9 @@ impl EventLoop {
     }
 
     /// Creates a Unix stream server at `path` (asyncio's `loop.create_unix_server`). A
-    /// stale socket file at `path` is replaced; `reuse_address`/`reuse_port` do not apply.
+    /// stale socket file at `path` is replaced, and the file is removed when the server
+    /// closes if it is still the one bound (asyncio 3.13's `cleanup_socket`).
+    /// `reuse_address`/`reuse_port` do not apply.
     ///
     /// Fails with [`Error::AddressInUse`] or [`Error::Bind`] naming the path (e.g. its
     /// directory does not exist), [`Error::Closed`] if the loop is closed.
@@ -215,7 +250,9 @@ impl EventLoop {
         async move {
             lp.check_open()?;
             let socket = socket::bind_unix(&path)?;
-            Server::new(&lp, vec![socket], erase(factory), &options)
+            let server = Server::new(&lp, vec![socket], erase(factory), &options)?;
+            *server.inner.unix_file.borrow_mut() = UnixFile::of(&path);
+            Ok(server)
         }
     }
 }
@@ -267,6 +304,7 @@ impl Server {
                 active: Cell::new(0),
                 waiters: RefCell::new(Some(Vec::new())),
                 serve_forever: RefCell::new(None),
+                unix_file: RefCell::new(None),
             }
         });
         lp.core
@@ -465,7 +503,11 @@ impl ServerInner {
                 None => return, // closed meanwhile
             };
             match accepted {
-                Ok((socket, _)) => self.start_connection(&lp, socket),
+                Ok((socket, _)) => {
+                    let accepted = &lp.core.net.counters.accepted;
+                    accepted.set(accepted.get() + 1);
+                    self.start_connection(&lp, socket)
+                }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err)
                     if matches!(
@@ -538,6 +580,9 @@ impl ServerInner {
         }
         let entry = lp.and_then(|lp| lp.core.net.servers.borrow_mut().remove(&self.id));
         drop((listeners, entry));
+        if let Some(file) = self.unix_file.borrow_mut().take() {
+            file.remove();
+        }
     }
 
     /// Stops listening without touching futures (the loop is closing).
@@ -549,6 +594,9 @@ impl ServerInner {
             listener.stop(lp.as_ref());
         }
         drop(listeners);
+        if let Some(file) = self.unix_file.borrow_mut().take() {
+            file.remove();
+        }
     }
 
     fn wakeup(&self) {

@@ -362,6 +362,10 @@ fn write_buffer_limits(high: Option<usize>, low: Option<usize>) -> Result<(usize
     Ok((high, low))
 }
 
+fn bump(counter: &Cell<u64>, n: usize) {
+    counter.set(counter.get() + n as u64);
+}
+
 impl fmt::Debug for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Transport")
@@ -444,6 +448,7 @@ impl TransportInner {
                     break;
                 }
                 Ok(n) => {
+                    bump(&lp.core.net.counters.bytes_received, n);
                     self.data_received(lp, &buffer[..n]);
                     budget -= n;
                     if budget == 0 {
@@ -523,7 +528,10 @@ impl TransportInner {
         let mut rest = data;
         if self.state.borrow().pending() == 0 {
             match self.send(rest) {
-                Ok(sent) => rest = &rest[sent..],
+                Ok(sent) => {
+                    bump(&lp.core.net.counters.bytes_sent, sent);
+                    rest = &rest[sent..];
+                }
                 Err(err) => {
                     self.fatal_error(&lp, err);
                     return Ok(());
@@ -566,7 +574,10 @@ impl TransportInner {
             self.send(&state.buffer[state.head..])
         };
         match sent {
-            Ok(n) => self.state.borrow_mut().consume(n),
+            Ok(n) => {
+                bump(&lp.core.net.counters.bytes_sent, n);
+                self.state.borrow_mut().consume(n);
+            }
             Err(err) => return self.fatal_error(lp, err),
         }
         self.maybe_resume_protocol(lp);

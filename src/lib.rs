@@ -34,6 +34,8 @@
 //! - Linux only (epoll, timerfd).
 //! - `call_soon_threadsafe` returns no cancellable handle.
 //! - Callbacks are Rust closures; the loop is `!Send` and lives on one thread.
+//! - Networking covers TCP and Unix stream servers and connections only: no TLS, UDP,
+//!   Happy Eyeballs, sendfile or pipes yet (see [`net`]).
 
 mod clock;
 pub mod error;

@@ -19,6 +19,31 @@
 //! - No `RefCell` borrow is held while a protocol method runs. A protocol that is already
 //!   borrowed (its method is running, e.g. it writes from `data_received` and the write
 //!   crosses the high-water mark) gets the call on the ready queue instead.
+//!
+//! # Unlike asyncio
+//! - `write` on a closing or closed transport fails with [`Error::TransportClosing`]
+//!   (asyncio drops the data, and logs "socket.send() raised exception." from the fifth
+//!   such write on); after `write_eof` it fails with [`Error::WriteAfterEof`] (asyncio's
+//!   `RuntimeError`). An I/O error during `write` still goes to `connection_lost`, as asyncio.
+//! - asyncio calls `pause_writing` synchronously inside `write`; here too, unless the
+//!   protocol is borrowed at that moment (see the invariants), when it runs from the ready
+//!   queue in the next iteration.
+//! - A panic in a protocol method is reported to the exception handler ("fatal error:
+//!   protocol.data_received() call failed") and the transport is closed, its
+//!   `connection_lost` getting the panic as an `io::Error` (asyncio's `_fatal_error`).
+//! - [`Server::sockets`] gives the listening addresses, not socket objects;
+//!   [`Server::start_serving`] is a plain call (asyncio's coroutine also yields once);
+//!   [`Server::serve_forever`] ends with `Err(Error::Cancelled)` when the server is closed,
+//!   where asyncio raises `CancelledError`.
+//! - [`Transport::is_reading`] is also `false` once the peer's EOF was read.
+//! - `create_connection` tries the addresses one after the other (no Happy Eyeballs yet).
+//! - Sockets are `socket2::Socket`s registered through `SourceFd` rather than
+//!   `mio::net` types: one code path serves TCP and Unix sockets.
+//!
+//! # Not yet
+//! TLS (`ssl`, `start_tls`), UDP endpoints, Happy Eyeballs, `sock=` (adopting a socket),
+//! `family`/`flags`/`proto`, `sendfile`, pipes, `keep_alive`, `Server.close_clients`,
+//! `get_protocol`/`set_protocol`.
 
 mod connect;
 mod protocol;
@@ -38,6 +63,8 @@ pub use protocol::Protocol;
 pub use server::{Hosts, Server, ServerOptions};
 pub use transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, ExtraInfo, Transport};
 
+#[cfg(doc)]
+use crate::error::Error;
 use crate::event_loop::EventLoop;
 
 /// Size of the per-loop read buffer, and the most one transport reads per readiness event

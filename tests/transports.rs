@@ -226,6 +226,40 @@ fn echo_round_trip(
 }
 
 #[test]
+fn set_protocol_redirects_later_events() {
+    let lp = EventLoop::new().unwrap();
+    let servers = Rc::new(RefCell::new(Vec::new()));
+    let server = tcp_server(&lp, &servers, |r| r.echo = true);
+    let port = inet(&server).port();
+    let inner = lp.clone();
+    run(&lp, async move {
+        let connect = inner.create_connection(
+            || Probe(record(|_| {})),
+            "127.0.0.1",
+            port,
+            ConnectOptions::default(),
+        );
+        let (t, first) = connect.await.unwrap();
+        let current = t.get_protocol().unwrap();
+        assert!(std::ptr::addr_eq(Rc::as_ptr(&current), Rc::as_ptr(&first)));
+        let second = Rc::new(RefCell::new(Probe(record(|_| {}))));
+        let after = second.borrow().0.clone();
+        t.set_protocol(second);
+        t.write(b"to the second").unwrap();
+        until(&inner, || after.borrow().data == b"to the second").await;
+        assert!(first.borrow().0.borrow().data.is_empty());
+        assert!(
+            events(&after).is_empty(),
+            "no connection_made for a switched protocol"
+        );
+        t.close();
+        until(&inner, || events(&after) == ["lost"]).await;
+        assert!(t.get_protocol().is_none());
+    });
+    server.close();
+}
+
+#[test]
 fn tcp_echo_round_trip() {
     let lp = EventLoop::new().unwrap();
     let servers = Rc::new(RefCell::new(Vec::new()));

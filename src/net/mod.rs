@@ -42,8 +42,7 @@
 //!
 //! # Not yet
 //! TLS (`ssl`, `start_tls`), UDP endpoints, Happy Eyeballs, `sock=` (adopting a socket),
-//! `family`/`flags`/`proto`, `sendfile`, pipes, `keep_alive`, `Server.close_clients`,
-//! `get_protocol`/`set_protocol`.
+//! `family`/`flags`/`proto`, `sendfile`, pipes, `keep_alive`, `Server.close_clients`.
 
 mod connect;
 mod protocol;

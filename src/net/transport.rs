@@ -338,6 +338,24 @@ impl Transport {
         }
     }
 
+    /// The protocol receiving this transport's events (asyncio's `get_protocol`); `None`
+    /// once the connection is lost.
+    pub fn get_protocol(&self) -> Option<Rc<RefCell<dyn Protocol>>> {
+        self.inner.protocol.borrow().clone()
+    }
+
+    /// Sends this transport's later events to `protocol` instead (asyncio's
+    /// `set_protocol`); its `connection_made` is not called. Does nothing once the
+    /// connection is lost.
+    pub fn set_protocol(&self, protocol: Rc<RefCell<dyn Protocol>>) {
+        let mut slot = self.inner.protocol.borrow_mut();
+        if slot.is_some() {
+            let old = slot.replace(protocol);
+            drop(slot);
+            drop(old);
+        }
+    }
+
     /// The peer's address (`get_extra_info("peername")`).
     pub fn peername(&self) -> Option<Address> {
         self.inner.peername.clone()

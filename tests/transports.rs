@@ -447,6 +447,49 @@ fn a_paused_reader_blocks_the_peer_then_16_mib_arrive_intact() {
     );
 }
 
+/// Records how many bytes arrived in each loop iteration.
+struct PerIteration {
+    lp: EventLoop,
+    bytes: Rc<RefCell<std::collections::BTreeMap<u64, usize>>>,
+}
+
+impl Protocol for PerIteration {
+    fn data_received(&mut self, data: &[u8]) {
+        let iteration = self.lp.metrics().iterations;
+        *self.bytes.borrow_mut().entry(iteration).or_default() += data.len();
+    }
+}
+
+#[test]
+fn one_read_event_delivers_at_most_the_read_budget() {
+    const TOTAL: usize = 8 * 1024 * 1024;
+    let lp = EventLoop::new().unwrap();
+    let bytes = Rc::new(RefCell::new(std::collections::BTreeMap::new()));
+    let (b, inner) = (bytes.clone(), lp.clone());
+    let factory = move || PerIteration {
+        lp: inner.clone(),
+        bytes: b.clone(),
+    };
+    let create = lp.create_server(factory, "127.0.0.1", 0, ServerOptions::default());
+    let server = run(&lp, create).unwrap();
+    let addr = inet(&server);
+    let writer = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.write_all(&pattern(TOTAL)).unwrap();
+    });
+    let (b, inner) = (bytes.clone(), lp.clone());
+    run(&lp, async move {
+        until(&inner, || b.borrow().values().sum::<usize>() == TOTAL).await;
+    });
+    writer.join().unwrap();
+    let most = bytes.borrow().values().copied().max().unwrap();
+    assert!(
+        most <= loopd::net::READ_BUFFER_SIZE,
+        "{most} bytes in one iteration"
+    );
+    server.close();
+}
+
 #[test]
 fn write_buffer_limits_drive_pause_and_resume_writing() {
     let lp = EventLoop::new().unwrap();

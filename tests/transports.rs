@@ -943,3 +943,26 @@ fn closing_the_loop_releases_servers_and_transports() {
     assert!(rest.is_empty(), "the server side was closed");
     assert!(TcpStream::connect(addr).is_err(), "the listener was closed");
 }
+
+#[test]
+fn dropping_the_loop_frees_connections_held_by_their_protocols() {
+    let lp = EventLoop::new().unwrap();
+    let servers = Rc::new(RefCell::new(Vec::new()));
+    let server = tcp_server(&lp, &servers, |_| {});
+    let mut std_client = TcpStream::connect(inet(&server)).unwrap();
+    let list = servers.clone();
+    let inner = lp.clone();
+    run(&lp, async move {
+        until(&inner, || !list.borrow().is_empty()).await
+    });
+    let record = Rc::downgrade(&servers.borrow()[0]);
+    servers.borrow_mut().clear();
+    drop((server, lp));
+    assert!(
+        record.upgrade().is_none(),
+        "the protocol (holding its transport) was freed"
+    );
+    let mut rest = Vec::new();
+    std_client.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "the server side was closed");
+}

@@ -161,6 +161,17 @@ impl NetState {
     }
 }
 
+impl Drop for NetState {
+    /// A loop dropped without `close()`: break each transport's cycle with its protocol
+    /// (which usually holds the transport) so sockets and protocols are freed.
+    fn drop(&mut self) {
+        let transports = std::mem::take(self.transports.get_mut());
+        for transport in transports.values() {
+            transport.forget();
+        }
+    }
+}
+
 impl EventLoop {
     /// How many transports of this loop are open (made and not yet lost).
     pub fn open_transports(&self) -> usize {

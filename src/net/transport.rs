@@ -748,6 +748,21 @@ impl TransportInner {
         drop((socket, cells, protocol, entry));
     }
 
+    /// Drops the socket, cells and protocol without the loop (which is being dropped).
+    pub(crate) fn forget(&self) {
+        let socket = self.socket.borrow_mut().take();
+        let cells = [
+            self.read_cell.borrow_mut().take(),
+            self.write_cell.borrow_mut().take(),
+        ];
+        for cell in cells.iter().flatten() {
+            cancel_cell(cell);
+        }
+        let protocol = self.protocol.borrow_mut().take();
+        self.state.borrow_mut().lost = true;
+        drop((socket, cells, protocol));
+    }
+
     // ---- calling the protocol -----------------------------------------------------
 
     /// Calls `f` on the protocol now, or from the ready queue if the protocol is busy (one

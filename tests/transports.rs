@@ -616,6 +616,41 @@ fn a_busy_protocol_gets_pause_writing_from_the_ready_queue() {
 }
 
 #[test]
+#[allow(clippy::await_holding_refcell_ref)] // deliberately: that is what is tested
+fn a_busy_protocol_gets_its_data_eof_and_loss_later_in_order() {
+    let lp = EventLoop::new().unwrap();
+    let servers = Rc::new(RefCell::new(Vec::new()));
+    let server = tcp_server(&lp, &servers, |_| {});
+    let port = inet(&server).port();
+    let (list, inner) = (servers.clone(), lp.clone());
+    run(&lp, async move {
+        let connect = inner.create_connection(
+            || Probe(record(|_| {})),
+            "127.0.0.1",
+            port,
+            ConnectOptions::default(),
+        );
+        let (_t, protocol) = connect.await.unwrap();
+        let r = protocol.borrow().0.clone();
+        until(&inner, || !list.borrow().is_empty()).await;
+        let side = transport(&list.borrow()[0]);
+        let busy = protocol.borrow_mut(); // held across awaits, as a careless task might
+        for word in ["one", "two", "three"] {
+            side.write(word.as_bytes()).unwrap();
+            sleep(&inner, Duration::from_millis(5)).await;
+        }
+        side.close();
+        sleep(&inner, Duration::from_millis(5)).await;
+        assert_eq!(events(&r), ["made"], "nothing reached the busy protocol");
+        drop(busy);
+        until(&inner, || events(&r).len() == 3).await;
+        assert_eq!(r.borrow().data, b"onetwothree");
+        assert_eq!(events(&r), ["made", "eof", "lost"]);
+    });
+    server.close();
+}
+
+#[test]
 fn a_panicking_protocol_is_reported_and_its_transport_closed() {
     let lp = EventLoop::new().unwrap();
     let reports = Rc::new(RefCell::new(Vec::new()));

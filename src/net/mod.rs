@@ -18,7 +18,8 @@
 //!   glibc mmap/munmap each time).
 //! - No `RefCell` borrow is held while a protocol method runs. A protocol that is already
 //!   borrowed (its method is running, e.g. it writes from `data_received` and the write
-//!   crosses the high-water mark) gets the call on the ready queue instead.
+//!   crosses the high-water mark) gets the call on the ready queue instead, queued behind
+//!   any call already waiting, so a protocol sees its events in order.
 //!
 //! # Unlike asyncio
 //! - `write` on a closing or closed transport fails with [`Error::TransportClosing`]
@@ -201,6 +202,7 @@ pub(crate) fn close_loop(lp: &EventLoop) {
     let transports = std::mem::take(&mut *lp.core.net.transports.borrow_mut());
     for transport in transports.values() {
         transport.release(lp);
+        transport.forget(); // waiting protocol calls hold the protocol: drop them too
     }
     drop((servers, transports));
 }

@@ -14,6 +14,7 @@
 //!   cancelled, and the protocol is dropped (breaking the transport/protocol cycle).
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read};
 use std::net::Shutdown;
@@ -72,7 +73,16 @@ pub(crate) struct TransportInner {
     server: Option<Weak<ServerInner>>,
     sockname: Option<Address>,
     peername: Option<Address>,
+    /// Protocol calls waiting for a busy protocol, in order (see `call_on`).
+    deferred: RefCell<VecDeque<Deferred>>,
+    drain_scheduled: Cell<bool>,
 }
+
+/// A protocol call that could not run at once: the protocol, the method's name, the call.
+type Deferred = (SharedProtocol, &'static str, ProtocolCall);
+
+/// One call of a protocol method, with its arguments.
+type ProtocolCall = Box<dyn FnOnce(&mut dyn Protocol)>;
 
 struct State {
     buffer: Vec<u8>,
@@ -169,6 +179,8 @@ pub(crate) fn start(
         server,
         sockname,
         peername,
+        deferred: RefCell::new(VecDeque::new()),
+        drain_scheduled: Cell::new(false),
     });
     let weak = Rc::downgrade(&inner);
     let dispatch: IoDispatch = Rc::new(move |lp: &EventLoop, readiness| {
@@ -496,21 +508,24 @@ impl TransportInner {
         let Some(protocol) = self.protocol.borrow().clone() else {
             return;
         };
-        match protocol.try_borrow_mut() {
-            Ok(mut p) => {
+        if self.deferred.borrow().is_empty() {
+            if let Ok(mut p) = protocol.try_borrow_mut() {
                 let outcome = catch_unwind(AssertUnwindSafe(|| p.data_received(data)));
                 drop(p);
                 if let Err(payload) = outcome {
                     self.protocol_panicked(lp, "data_received", &*payload);
                 }
-            }
-            Err(_) => {
-                let data = data.to_vec();
-                self.defer_protocol(lp, protocol.clone(), "data_received", move |p| {
-                    p.data_received(&data)
-                });
+                return;
             }
         }
+        // The protocol is busy: keep a copy, since the loop's read buffer is reused.
+        let data = data.to_vec();
+        self.defer(
+            lp,
+            protocol,
+            "data_received",
+            Box::new(move |p| p.data_received(&data)),
+        );
     }
 
     /// The peer shut down writing: ask the protocol whether to stay open (asyncio's
@@ -748,7 +763,8 @@ impl TransportInner {
         drop((socket, cells, protocol, entry));
     }
 
-    /// Drops the socket, cells and protocol without the loop (which is being dropped).
+    /// Drops the socket, cells, protocol and waiting protocol calls without the loop (which
+    /// is being dropped or closed).
     pub(crate) fn forget(&self) {
         let socket = self.socket.borrow_mut().take();
         let cells = [
@@ -759,8 +775,9 @@ impl TransportInner {
             cancel_cell(cell);
         }
         let protocol = self.protocol.borrow_mut().take();
+        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
         self.state.borrow_mut().lost = true;
-        drop((socket, cells, protocol));
+        drop((socket, cells, protocol, deferred));
     }
 
     // ---- calling the protocol -----------------------------------------------------
@@ -780,6 +797,8 @@ impl TransportInner {
         self.call_on(lp, protocol, method, f);
     }
 
+    /// Runs `f` now if the protocol is free and no earlier call waits; else queues it
+    /// behind the waiting ones, so calls reach the protocol in order.
     fn call_on(
         self: &Rc<Self>,
         lp: &EventLoop,
@@ -787,31 +806,60 @@ impl TransportInner {
         method: &'static str,
         f: impl FnOnce(&mut dyn Protocol) + 'static,
     ) {
-        let Ok(mut p) = protocol.try_borrow_mut() else {
-            return self.defer_protocol(lp, protocol.clone(), method, f);
-        };
-        let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut *p)));
-        drop(p);
-        if let Err(payload) = outcome {
-            self.protocol_panicked(lp, method, &*payload);
+        if self.deferred.borrow().is_empty() {
+            if let Ok(mut p) = protocol.try_borrow_mut() {
+                let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut *p)));
+                drop(p);
+                if let Err(payload) = outcome {
+                    self.protocol_panicked(lp, method, &*payload);
+                }
+                return;
+            }
         }
+        self.defer(lp, protocol, method, Box::new(f));
     }
 
-    fn defer_protocol(
+    fn defer(
         self: &Rc<Self>,
         lp: &EventLoop,
         protocol: SharedProtocol,
         method: &'static str,
-        f: impl FnOnce(&mut dyn Protocol) + 'static,
+        f: ProtocolCall,
     ) {
+        self.deferred.borrow_mut().push_back((protocol, method, f));
+        self.schedule_drain(lp);
+    }
+
+    fn schedule_drain(self: &Rc<Self>, lp: &EventLoop) {
+        if self.drain_scheduled.replace(true) {
+            return;
+        }
         let this = self.clone();
-        let deferred = lp.call_soon(move || {
-            if let Some(lp) = this.event_loop() {
-                this.call_on(&lp, protocol, method, f);
-            }
-        });
-        if deferred.is_err() {
+        if lp.call_soon(move || this.drain_deferred()).is_err() {
             // The loop is closed: nothing will run any more.
+            self.drain_scheduled.set(false);
+        }
+    }
+
+    /// Runs the waiting protocol calls in order, until one finds its protocol still busy.
+    fn drain_deferred(self: &Rc<Self>) {
+        self.drain_scheduled.set(false);
+        let Some(lp) = self.event_loop() else { return };
+        loop {
+            let Some((protocol, method, f)) = self.deferred.borrow_mut().pop_front() else {
+                return;
+            };
+            let outcome = match protocol.try_borrow_mut() {
+                Ok(mut p) => catch_unwind(AssertUnwindSafe(|| f(&mut *p))),
+                Err(_) => {
+                    let entry = (protocol.clone(), method, f);
+                    self.deferred.borrow_mut().push_front(entry);
+                    return self.schedule_drain(&lp);
+                }
+            };
+            if let Err(payload) = outcome {
+                self.protocol_panicked(&lp, method, &*payload);
+            }
         }
     }
 

@@ -61,6 +61,8 @@ pub struct LoopShared {
     pub name: String,
     /// The loop's events.
     pub ring: Arc<EventRing>,
+    /// The uid of the caller that created the loop, for access control and quotas.
+    pub creator_uid: u32,
     created_at: SystemTime,
     inbox: Mutex<Inbox>,
     wakeup: Condvar,
@@ -364,6 +366,8 @@ pub struct LoopSettings {
     pub debug: bool,
     /// Slow-callback threshold; `None`: asyncio's 100 ms.
     pub slow_callback: Option<Duration>,
+    /// Who asked for the loop (the daemon's own uid for `default`).
+    pub creator_uid: u32,
 }
 
 /// Starts a loop thread; returns once its engine exists.
@@ -376,6 +380,7 @@ async fn spawn_loop(
     let shared = Arc::new(LoopShared {
         name: name.to_owned(),
         ring: Arc::new(EventRing::new(name, limits.event_ring_capacity)),
+        creator_uid: settings.creator_uid,
         created_at: SystemTime::now(),
         inbox: Mutex::new(Inbox {
             jobs: VecDeque::new(),
@@ -531,7 +536,12 @@ pub struct Registry {
 impl Registry {
     /// A registry with the `default` loop running.
     pub async fn new(limits: Limits) -> Result<Self> {
-        let default = spawn_loop(DEFAULT_LOOP, &limits, LoopSettings::default()).await?;
+        let settings = LoopSettings {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            creator_uid: unsafe { libc::geteuid() },
+            ..LoopSettings::default()
+        };
+        let default = spawn_loop(DEFAULT_LOOP, &limits, settings).await?;
         let mut loops = BTreeMap::new();
         loops.insert(DEFAULT_LOOP.to_owned(), default);
         Ok(Registry {

@@ -260,6 +260,7 @@ impl LoopCtx {
             futures_pending: st.futures_pending() as u64,
             subscribers: ring.subscribers.load(Ordering::Relaxed),
             last_event_seq: ring.last_seq(),
+            creator_uid: self.shared.creator_uid,
         }
     }
 

@@ -77,6 +77,15 @@ async fn info_describes_the_daemon_and_its_socket_is_private() {
         .into_inner();
     assert_eq!(info.pid, daemon.pid());
     assert_eq!(info.loops, ["default"]);
+    let default = loopd_proto::LoopServiceClient::new(daemon.channel().await)
+        .get_loop(pb::GetLoopRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .loop_info
+        .unwrap();
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(default.creator_uid, unsafe { libc::geteuid() });
     assert_eq!(info.socket_path, daemon.socket.display().to_string());
     assert_eq!(info.limits.unwrap().event_ring_capacity, 65536);
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;

@@ -202,7 +202,16 @@ fn drain_inbox() {
         return;
     };
     for job in ctx.shared.take_jobs() {
-        job(&ctx);
+        run_job(&ctx, job);
+    }
+}
+
+/// Runs one job; a panic (a daemon bug) is logged and costs only that request, whose
+/// caller sees its answer channel close.
+fn run_job(ctx: &Rc<LoopCtx>, job: Job) {
+    let run = std::panic::AssertUnwindSafe(|| job(ctx));
+    if std::panic::catch_unwind(run).is_err() {
+        tracing::error!(loop_name = %ctx.name, "a request panicked on the loop thread");
     }
 }
 
@@ -409,12 +418,26 @@ async fn spawn_loop(
     Ok(shared)
 }
 
+/// Closes the inbox and the ring however the loop thread ends, panics included, so no
+/// caller waits forever on a thread that is gone.
+struct ThreadGuard(Arc<LoopShared>);
+
+impl Drop for ThreadGuard {
+    fn drop(&mut self) {
+        if !self.0.is_closed() {
+            drop(self.0.close_inbox(false));
+            self.0.ring.close();
+        }
+    }
+}
+
 fn loop_thread(
     shared: Arc<LoopShared>,
     limits: Limits,
     settings: LoopSettings,
     ready: oneshot::Sender<Result<()>>,
 ) {
+    let _guard = ThreadGuard(shared.clone());
     let lp = match EventLoop::new() {
         Ok(lp) => lp,
         Err(err) => {
@@ -493,7 +516,7 @@ fn serve_stopped(ctx: &Rc<LoopCtx>) -> bool {
             return true;
         }
         for job in ctx.shared.wait_jobs() {
-            job(ctx);
+            run_job(ctx, job);
         }
     }
 }

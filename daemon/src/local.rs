@@ -145,6 +145,9 @@ pub struct LoopState {
     done_futures: VecDeque<(Instant, u64)>,
     futures_pending: usize,
     never_pending: usize,
+    /// Sum of the lateness of every timer fired, in nanoseconds (the engine keeps only
+    /// buckets; every timer of a daemon loop is fired through `run_handle`).
+    lateness_sum_ns: u64,
     idem: Idempotency,
     limits: Limits,
 }
@@ -159,6 +162,7 @@ impl LoopState {
             done_futures: VecDeque::new(),
             futures_pending: 0,
             never_pending: 0,
+            lateness_sum_ns: 0,
             idem: Idempotency::default(),
             limits,
         }
@@ -167,6 +171,11 @@ impl LoopState {
     /// Futures not done yet.
     pub fn futures_pending(&self) -> usize {
         self.futures_pending
+    }
+
+    /// Sum of the lateness of the timers fired, in nanoseconds.
+    pub fn lateness_sum_ns(&self) -> u64 {
+        self.lateness_sum_ns
     }
 
     /// Timers that never fire (infinite), still pending: the engine does not hold them.
@@ -375,6 +384,10 @@ impl LoopCtx {
         let error = error.unwrap_or_default();
         let event = if timer {
             let scheduled_time = when.unwrap_or(fired_time);
+            let late_ns = ((fired_time - scheduled_time).max(0.0) * 1e9) as u64;
+            let mut st = self.state.borrow_mut();
+            st.lateness_sum_ns = st.lateness_sum_ns.saturating_add(late_ns);
+            drop(st);
             EventKind::TimerFired(pb::TimerFired {
                 handle_id: id,
                 action: kind,

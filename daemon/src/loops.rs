@@ -286,7 +286,7 @@ impl LoopCtx {
             timers_pending: (m.timers_pending + st.never_pending()) as u64,
             timers_cancelled: m.timers_cancelled_in_heap as u64,
             timers_fired: m.timers_fired,
-            timer_lateness: Some(histogram(&m.lateness)),
+            timer_lateness: Some(histogram(&m.lateness, st.lateness_sum_ns())),
             time_polling: prost_types::Duration::try_from(m.time_polling).ok(),
             time_running_callbacks: prost_types::Duration::try_from(m.time_in_callbacks).ok(),
             slow_callbacks: m.slow_callbacks,
@@ -347,21 +347,12 @@ impl LoopCtx {
     }
 }
 
-fn histogram(h: &loopd::LatenessHistogram) -> pb::LatencyHistogram {
+fn histogram(h: &loopd::LatenessHistogram, sum_ns: u64) -> pb::LatencyHistogram {
     let dur = |d: Duration| prost_types::Duration::try_from(d).ok();
-    let bounds = loopd::LATENESS_BUCKET_BOUNDS_NS;
-    let sum_ns: u64 = h
-        .counts
-        .iter()
-        .enumerate()
-        .map(|(i, n)| n.saturating_mul(*bounds.get(i).unwrap_or(&bounds[bounds.len() - 1])))
-        .fold(0u64, u64::saturating_add);
     pb::LatencyHistogram {
-        upper_bounds_ns: bounds.to_vec(),
+        upper_bounds_ns: loopd::LATENESS_BUCKET_BOUNDS_NS.to_vec(),
         counts: h.counts.clone(),
         count: h.total,
-        // The engine keeps bucket counts, not sums: this is the sum of bucket bounds, an
-        // upper estimate.
         sum_ns,
         p50: dur(h.quantile(0.5)),
         p99: dur(h.quantile(0.99)),

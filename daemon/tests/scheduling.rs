@@ -42,11 +42,30 @@ async fn a_hundred_random_timers_fire_in_deadline_order_and_never_early() {
     expected.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let expected: Vec<u64> = expected.iter().map(|w| w.1).collect();
     assert_eq!(order, expected, "timers fire by deadline, ties by id");
+    let mut late_sum_ns = 0u64;
     for f in got.iter().filter_map(fired) {
         assert!(f.fired_time >= f.scheduled_time, "early: {f:?}");
         let lateness = f.lateness.expect("lateness");
         assert!(lateness.seconds >= 0 && lateness.nanos >= 0, "{lateness:?}");
+        late_sum_ns += lateness.seconds as u64 * 1_000_000_000 + lateness.nanos as u64;
     }
+    let metrics = loopd_proto::DaemonServiceClient::new(daemon.channel().await)
+        .get_metrics(pb::GetMetricsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let default = &metrics.loops[0];
+    assert_eq!(default.timers_fired, 100);
+    let hist = default.timer_lateness.as_ref().unwrap();
+    assert_eq!(hist.count, 100);
+    assert_eq!(hist.counts.iter().sum::<u64>(), 100);
+    assert_eq!(hist.counts.len(), hist.upper_bounds_ns.len() + 1);
+    // Event lateness is rounded to whole ns per timer; the loop's sum is too.
+    assert!(
+        hist.sum_ns.abs_diff(late_sum_ns) <= 100,
+        "{} vs {late_sum_ns}",
+        hist.sum_ns
+    );
 }
 
 #[tokio::test]

@@ -148,6 +148,9 @@ pub struct LoopState {
     /// Sum of the lateness of every timer fired, in nanoseconds (the engine keeps only
     /// buckets; every timer of a daemon loop is fired through `run_handle`).
     lateness_sum_ns: u64,
+    /// Pending handles and futures per caller uid, for the quotas.
+    held_handles: HashMap<u32, usize>,
+    held_futures: HashMap<u32, usize>,
     idem: Idempotency,
     limits: Limits,
 }
@@ -163,6 +166,8 @@ impl LoopState {
             futures_pending: 0,
             never_pending: 0,
             lateness_sum_ns: 0,
+            held_handles: HashMap::new(),
+            held_futures: HashMap::new(),
             idem: Idempotency::default(),
             limits,
         }
@@ -206,8 +211,43 @@ impl LoopState {
             .prune(now, idem_ttl, self.limits.max_idempotency_keys);
     }
 
-    fn handle_done(&mut self, id: u64) {
+    /// Records that handle `id` of `uid` ran or was cancelled.
+    fn handle_done(&mut self, id: u64, uid: u32) {
         self.done_handles.push_back((Instant::now(), id));
+        release(&mut self.held_handles, uid);
+    }
+}
+
+/// RESOURCE_EXHAUSTED if `uid` would hold more than `limit` pending `what` with `more`.
+fn check_quota(
+    held: &HashMap<u32, usize>,
+    uid: u32,
+    more: usize,
+    limit: usize,
+    what: &'static str,
+) -> Result<()> {
+    let holds = held.get(&uid).copied().unwrap_or(0);
+    if holds.saturating_add(more) > limit {
+        return Err(Error::Quota {
+            what,
+            uid,
+            holds,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+fn hold(held: &mut HashMap<u32, usize>, uid: u32) {
+    *held.entry(uid).or_insert(0) += 1;
+}
+
+fn release(held: &mut HashMap<u32, usize>, uid: u32) {
+    if let Some(n) = held.get_mut(&uid) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            held.remove(&uid);
+        }
     }
 }
 
@@ -261,6 +301,9 @@ impl LoopCtx {
             })?;
             earlier.push(dup);
         }
+        let new = earlier.iter().filter(|dup| dup.is_none()).count();
+        let limit = st.limits.max_pending_handles_per_caller;
+        check_quota(&st.held_handles, uid, new, limit, "pending handles")?;
         let base = self.lp.time();
         let wall_now = SystemTime::now();
         let mut results = Vec::with_capacity(entries.len());
@@ -337,6 +380,7 @@ impl LoopCtx {
             entry.fingerprint,
             IdemValue::Handle { id, when },
         );
+        hold(&mut st.held_handles, uid);
         st.handles.insert(
             id,
             HandleRec {
@@ -372,7 +416,8 @@ impl LoopCtx {
             rec.state = pb::HandleState::Fired;
             rec.fired_time = Some(fired_time);
             let found = (rec.action.clone(), rec.when, fired_time);
-            st.handle_done(id);
+            let uid = rec.creator_uid;
+            st.handle_done(id, uid);
             found
         };
         let error = self
@@ -437,10 +482,12 @@ impl LoopCtx {
                 EngineHandle::Timer(timer) => timer.cancel(),
                 EngineHandle::Never => {}
             }
-            if matches!(rec.engine, EngineHandle::Never) {
+            let never = matches!(rec.engine, EngineHandle::Never);
+            let uid = rec.creator_uid;
+            if never {
                 st.never_pending = st.never_pending.saturating_sub(1);
             }
-            st.handle_done(id);
+            st.handle_done(id, uid);
         }
         let info = self.handle_info(&st, id)?;
         Ok((cancelled, info))
@@ -537,6 +584,9 @@ impl LoopCtx {
             }
             None => {}
         }
+        let limit = st.limits.max_pending_futures_per_caller;
+        check_quota(&st.held_futures, uid, 1, limit, "pending futures")?;
+        hold(&mut st.held_futures, uid);
         let id = NEXT_FUTURE_ID.fetch_add(1, Ordering::Relaxed);
         st.futures.insert(
             id,
@@ -583,6 +633,8 @@ impl LoopCtx {
             }
             rec.done_at = Some(SystemTime::now());
             let waiters = std::mem::take(&mut rec.waiters);
+            let uid = rec.creator_uid;
+            release(&mut st.held_futures, uid);
             st.futures_pending = st.futures_pending.saturating_sub(1);
             st.done_futures.push_back((Instant::now(), id));
             (self.future_info(&st, id)?, waiters)

@@ -304,8 +304,9 @@ impl LoopCtx {
         let new = earlier.iter().filter(|dup| dup.is_none()).count();
         let limit = st.limits.max_pending_handles_per_caller;
         check_quota(&st.held_handles, uid, new, limit, "pending handles")?;
-        let base = self.lp.time();
+        // Wall clock first: a wall-time timer then lands at or after its time, never before.
         let wall_now = SystemTime::now();
+        let base = self.lp.time();
         let mut results = Vec::with_capacity(entries.len());
         for (entry, dup) in entries.into_iter().zip(earlier) {
             let result = match dup {

@@ -12,8 +12,11 @@
 //! - `status`: the one error type and its gRPC codes.
 //!
 //! # Limitations
-//! - Unix socket only (no TCP/TLS yet); the caller's uid is recorded but not enforced.
-//! - Durable timers, transports, processes and signals are not served yet.
+//! - Unix socket only (no TCP/TLS yet). The caller's uid (from the socket's peer
+//!   credentials) is recorded on every loop, handle and future and drives the quotas;
+//!   access control (roles) is not enforced yet.
+//! - Durable timers, transports, processes and signals are not served yet; no admin HTTP
+//!   port (Prometheus, dashboard) yet.
 
 mod config;
 mod events;

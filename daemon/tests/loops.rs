@@ -239,3 +239,26 @@ async fn create_loop_checks_names_and_duplicates() {
     assert_eq!(status.code(), Code::AlreadyExists);
     assert!(status.message().contains("twice"));
 }
+
+#[tokio::test]
+async fn the_loop_limit_counts_open_loops() {
+    let daemon = Daemon::start_with("[limits]\nmax_loops = 2\n");
+    let mut loops = LoopServiceClient::new(daemon.channel().await);
+    loops.create_loop(create("second")).await.unwrap();
+    let status = loops.create_loop(create("third")).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains('2'), "{}", status.message());
+    let name = || "second".to_string();
+    loops
+        .stop_loop(pb::StopLoopRequest { r#loop: name() })
+        .await
+        .unwrap();
+    loops
+        .close_loop(pb::CloseLoopRequest { r#loop: name() })
+        .await
+        .unwrap();
+    loops
+        .create_loop(create("third"))
+        .await
+        .expect("a closed loop frees its place");
+}

@@ -262,3 +262,56 @@ async fn the_loop_limit_counts_open_loops() {
         .await
         .expect("a closed loop frees its place");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_racing_stop_and_start_are_all_answered_and_run() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut loops = LoopServiceClient::new(channel.clone());
+    loops.create_loop(create("churn")).await.unwrap();
+    let mut events = subscribe(&channel, "churn").await;
+    let flipper = {
+        let mut loops = loops.clone();
+        tokio::spawn(async move {
+            for _ in 0..30 {
+                let name = || "churn".to_string();
+                loops
+                    .stop_loop(pb::StopLoopRequest { r#loop: name() })
+                    .await
+                    .unwrap();
+                loops
+                    .start_loop(pb::StartLoopRequest { r#loop: name() })
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let schedulers: Vec<_> = (0..4)
+        .map(|_| {
+            let mut sched = SchedulerServiceClient::new(channel.clone());
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    let soon = pb::CallSoonRequest {
+                        r#loop: "churn".into(),
+                        ..Default::default()
+                    };
+                    sched.call_soon(soon).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let all = async {
+        flipper.await.unwrap();
+        for s in schedulers {
+            s.await.unwrap();
+        }
+    };
+    tokio::time::timeout(support::WAIT, all)
+        .await
+        .expect("every request was answered");
+    let ran = collect(&mut events, 400, |e| {
+        matches!(e.kind, Some(Kind::CallbackRun(_)))
+    })
+    .await;
+    assert_eq!(ran.len(), 400);
+}

@@ -172,7 +172,13 @@ fn engine_code(err: &loopd::Error) -> Code {
 
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
-        Status::new(err.code(), err.to_string())
+        let code = err.code();
+        if code == Code::Internal {
+            tracing::error!("{err}");
+        } else {
+            tracing::debug!(?code, "{err}");
+        }
+        Status::new(code, err.to_string())
     }
 }
 

@@ -21,7 +21,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -68,6 +68,8 @@ pub struct LoopShared {
     wakeup: Condvar,
     handle: OnceLock<LoopHandle>,
     final_info: Mutex<Option<pb::LoopInfo>>,
+    /// When the loop closed, as a daemon-wide sequence number; 0 while open.
+    closed_order: AtomicU64,
     exited: Mutex<Option<oneshot::Receiver<()>>>,
 }
 
@@ -147,6 +149,14 @@ impl LoopShared {
     /// Whether the loop was closed.
     pub fn is_closed(&self) -> bool {
         matches!(lock(&self.inbox).mode, Mode::Closed { .. })
+    }
+
+    /// The order in which the loop was closed among all loops; `None` while open.
+    pub fn closed_order(&self) -> Option<u64> {
+        match self.closed_order.load(Ordering::SeqCst) {
+            0 => None,
+            order => Some(order),
+        }
     }
 
     /// The snapshot taken when the loop closed.
@@ -336,6 +346,9 @@ impl LoopCtx {
             self.shared.ring.close();
             let info = self.info();
             *lock(&self.shared.final_info) = Some(info);
+            static CLOSED: AtomicU64 = AtomicU64::new(1);
+            let order = CLOSED.fetch_add(1, Ordering::SeqCst);
+            self.shared.closed_order.store(order, Ordering::SeqCst);
         }
         Ok(self.info())
     }
@@ -391,6 +404,7 @@ async fn spawn_loop(
         wakeup: Condvar::new(),
         handle: OnceLock::new(),
         final_info: Mutex::new(None),
+        closed_order: AtomicU64::new(0),
         exited: Mutex::new(Some(exited_rx)),
     });
     let (ready_tx, ready_rx) = oneshot::channel();
@@ -623,6 +637,12 @@ impl Registry {
         Ok(shared)
     }
 
+    /// Forgets the loops closed first, keeping at most `max_loops` closed ones.
+    pub fn forget_closed(&self) {
+        let mut loops = self.loops.write().unwrap_or_else(|p| p.into_inner());
+        forget_closed(&mut loops, self.limits.max_loops);
+    }
+
     /// Makes every later request fail with UNAVAILABLE.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
@@ -643,6 +663,20 @@ impl Registry {
                 }
             }
         }
+    }
+}
+
+/// Closed loops stay listed (with their ring) until replaced; so that creating and
+/// closing loops of ever new names cannot grow memory without bound, once more than
+/// `max_loops` are closed the ones closed first are forgotten (NOT_FOUND afterwards).
+fn forget_closed(loops: &mut BTreeMap<String, Arc<LoopShared>>, max_loops: usize) {
+    let mut closed: Vec<(u64, String)> = loops
+        .iter()
+        .filter_map(|(name, lp)| lp.closed_order().map(|order| (order, name.clone())))
+        .collect();
+    closed.sort_unstable();
+    for (_, name) in closed.iter().take(closed.len().saturating_sub(max_loops)) {
+        loops.remove(name);
     }
 }
 

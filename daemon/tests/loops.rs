@@ -261,6 +261,33 @@ async fn the_loop_limit_counts_open_loops() {
         .create_loop(create("third"))
         .await
         .expect("a closed loop frees its place");
+    // Closed loops are kept, but no more than max_loops of them.
+    for name in ["third", "fourth", "fifth"] {
+        let name = || name.to_string();
+        loops
+            .stop_loop(pb::StopLoopRequest { r#loop: name() })
+            .await
+            .unwrap();
+        loops
+            .close_loop(pb::CloseLoopRequest { r#loop: name() })
+            .await
+            .unwrap();
+        if name() != "fifth" {
+            let next = if name() == "third" { "fourth" } else { "fifth" };
+            loops.create_loop(create(next)).await.unwrap();
+        }
+    }
+    let listed = loops
+        .list_loops(pb::ListLoopsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = listed.loops.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["default", "fifth", "fourth"],
+        "the oldest closed loops go first"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

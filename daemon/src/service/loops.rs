@@ -113,6 +113,7 @@ impl LoopService for Api {
             Err(Error::LoopClosed(name)) => shared.final_info().ok_or(Error::LoopClosed(name))?,
             other => other?,
         };
+        self.daemon.registry.forget_closed();
         Ok(Response::new(pb::CloseLoopResponse {
             loop_info: Some(info),
         }))

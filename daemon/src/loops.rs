@@ -349,6 +349,9 @@ impl LoopCtx {
             static CLOSED: AtomicU64 = AtomicU64::new(1);
             let order = CLOSED.fetch_add(1, Ordering::SeqCst);
             self.shared.closed_order.store(order, Ordering::SeqCst);
+            // Refuse jobs now, before the caller hears back, so that a CreateLoop right
+            // after this CloseLoop already sees the loop closed.
+            drop(self.shared.close_inbox(false));
         }
         Ok(self.info())
     }

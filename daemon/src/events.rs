@@ -159,8 +159,12 @@ impl EventRing {
             events.push(self.gap(from, to, &ring));
             *cursor = ring.first_seq;
         }
-        let start = usize::try_from(*cursor - ring.first_seq).unwrap_or(usize::MAX);
-        for event in ring.events.iter().skip(start) {
+        // The cursor is at most next_seq, so `start` is at most the ring's length;
+        // `range` finds it in O(1) where `skip` would walk the ring.
+        let start = usize::try_from(*cursor - ring.first_seq)
+            .unwrap_or(usize::MAX)
+            .min(ring.events.len());
+        for event in ring.events.range(start..) {
             if events.len() >= max {
                 break;
             }

@@ -158,3 +158,61 @@ async fn waits_end_at_the_timeout_or_the_deadline() {
     assert_eq!(negative.code(), Code::InvalidArgument);
     assert!(negative.message().contains("-1"), "{}", negative.message());
 }
+
+#[tokio::test]
+async fn closing_the_loop_fails_a_pending_wait() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut loops = loopd_proto::LoopServiceClient::new(channel.clone());
+    let name = "brief";
+    loops
+        .create_loop(pb::CreateLoopRequest {
+            r#loop: name.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut futures = FutureServiceClient::new(channel.clone());
+    let id = futures
+        .create_future(pb::CreateFutureRequest {
+            r#loop: name.into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .future_id;
+    let waiting = tokio::spawn(async move {
+        futures
+            .wait_future(pb::WaitFutureRequest {
+                r#loop: name.into(),
+                future_id: id,
+                timeout: None,
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    loops
+        .stop_loop(pb::StopLoopRequest {
+            r#loop: name.into(),
+        })
+        .await
+        .unwrap();
+    loops
+        .close_loop(pb::CloseLoopRequest {
+            r#loop: name.into(),
+        })
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(support::WAIT, waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains(&id.to_string()),
+        "{}",
+        status.message()
+    );
+}

@@ -138,6 +138,35 @@ fn spawn(dir: &Path, socket: &Path, config: &str, stderr: Stdio) -> Child {
         .expect("spawn loopd")
 }
 
+/// Starts `loopd` with no flags and no config, only `env`; the caller waits and kills.
+pub fn spawn_bare(env: &[(&str, &Path)]) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_loopd"));
+    command
+        .env_remove("LOOPD_SOCKET")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("XDG_STATE_HOME")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.spawn().expect("spawn loopd")
+}
+
+/// Waits until `path` accepts a connection, or panics after [`WAIT`].
+pub fn wait_for_socket(path: &Path) {
+    let deadline = Instant::now() + WAIT;
+    while std::os::unix::net::UnixStream::connect(path).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Connects to a daemon's Unix socket.
 pub async fn connect(path: &Path) -> Channel {
     let path = path.to_owned();

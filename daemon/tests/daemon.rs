@@ -223,3 +223,18 @@ async fn reflection_v1alpha_is_served_too() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_stale_socket_left_by_a_crash_is_replaced() {
+    let daemon = Daemon::start();
+    let first = daemon.pid();
+    let daemon = daemon.crash_and_restart();
+    assert!(daemon.socket.exists());
+    let info = DaemonServiceClient::new(daemon.channel().await)
+        .get_info(pb::GetInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.pid, daemon.pid());
+    assert_ne!(info.pid, first);
+}

@@ -195,3 +195,46 @@ fn without_config_the_socket_and_state_follow_the_xdg_directories() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn reflection_v1alpha_is_served_too() {
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as Alpha;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as AlphaRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as AlphaResponse;
+    let daemon = Daemon::start();
+    let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(AlphaRequest::ListServices(String::new())),
+    };
+    let mut answers = Alpha::new(daemon.channel().await)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(AlphaResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("unexpected answer {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for service in SERVICES {
+        assert!(
+            names.iter().any(|n| n == service),
+            "{service} missing from {names:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stale_socket_left_by_a_crash_is_replaced() {
+    let daemon = Daemon::start();
+    let first = daemon.pid();
+    let daemon = daemon.crash_and_restart();
+    assert!(daemon.socket.exists());
+    let info = DaemonServiceClient::new(daemon.channel().await)
+        .get_info(pb::GetInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.pid, daemon.pid());
+    assert_ne!(info.pid, first);
+}

@@ -342,3 +342,33 @@ async fn requests_racing_stop_and_start_are_all_answered_and_run() {
     .await;
     assert_eq!(ran.len(), 400);
 }
+
+#[tokio::test]
+async fn set_debug_changes_the_mode_and_threshold() {
+    let daemon = Daemon::start();
+    let mut loops = LoopServiceClient::new(daemon.channel().await);
+    let slow = |seconds, nanos| Some(prost_types::Duration { seconds, nanos });
+    let info = loops
+        .set_debug(pb::SetDebugRequest {
+            r#loop: String::new(),
+            debug: true,
+            slow_callback_duration: slow(0, 5_000_000),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .loop_info
+        .unwrap();
+    assert!(info.debug);
+    assert_eq!(info.slow_callback_duration, slow(0, 5_000_000));
+    let status = loops
+        .set_debug(pb::SetDebugRequest {
+            r#loop: String::new(),
+            debug: false,
+            slow_callback_duration: slow(-2, 0),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("-2"), "{}", status.message());
+}

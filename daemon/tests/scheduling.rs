@@ -322,3 +322,62 @@ async fn a_wall_clock_timer_fires_at_its_time() {
         "fired before its wall time"
     );
 }
+
+#[tokio::test]
+async fn a_failing_batch_ends_the_schedule_stream_and_earlier_batches_stay() {
+    let daemon = Daemon::start();
+    let mut client = SchedulerServiceClient::new(daemon.channel().await);
+    let entry = |secs: f64| pb::ScheduleEntry {
+        when: Some(pb::schedule_entry::When::DelaySeconds(secs)),
+        action: None,
+        request_id: String::new(),
+    };
+    let batches = vec![
+        pb::ScheduleBatchRequest {
+            r#loop: String::new(),
+            entries: vec![entry(60.0)],
+        },
+        pb::ScheduleBatchRequest {
+            r#loop: String::new(),
+            entries: vec![entry(60.0), entry(f64::NAN)],
+        },
+        pb::ScheduleBatchRequest {
+            r#loop: String::new(),
+            entries: vec![entry(60.0)],
+        },
+    ];
+    let mut answers = client
+        .schedule(tokio_stream::iter(batches))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = answers.message().await.unwrap().unwrap();
+    let status = answers.message().await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("entry 1") && status.message().contains("NaN"),
+        "{}",
+        status.message()
+    );
+    let kept = client
+        .get_handle(pb::GetHandleRequest {
+            r#loop: String::new(),
+            handle_id: first.results[0].handle_id,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .handle
+        .unwrap();
+    assert_eq!(kept.state, pb::HandleState::Pending as i32);
+    let listed = client
+        .list_handles(pb::ListHandlesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        listed.handles.len(),
+        1,
+        "the failed batch scheduled nothing"
+    );
+}

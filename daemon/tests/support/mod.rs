@@ -40,6 +40,20 @@ impl Daemon {
         daemon
     }
 
+    /// Kills the daemon with SIGKILL (leaving its socket file behind, as a crash would)
+    /// and starts a new one on the same directory and socket.
+    pub fn crash_and_restart(mut self) -> Self {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let config =
+            std::fs::read_to_string(self.dir.path().join("loopd.toml")).unwrap_or_default();
+        let child = spawn(self.dir.path(), &self.socket, &config, Stdio::inherit());
+        let old = std::mem::replace(&mut self.child, child);
+        drop(old);
+        self.wait_for_socket();
+        self
+    }
+
     fn wait_for_socket(&self) {
         let deadline = Instant::now() + WAIT;
         while Instant::now() < deadline {

@@ -29,6 +29,7 @@
 //!   already collected elsewhere.
 
 mod pidfd;
+mod subprocess;
 mod threaded;
 
 use std::cell::RefCell;
@@ -39,6 +40,9 @@ use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
 
 pub use pidfd::PidfdChildWatcher;
+pub use subprocess::{
+    Output, PipeTransport, Stdio, SubprocessOptions, SubprocessProtocol, SubprocessTransport,
+};
 pub use threaded::ThreadedChildWatcher;
 
 /// What a child watcher calls when a child exits: `callback(pid, returncode)`, on the

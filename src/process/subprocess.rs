@@ -405,9 +405,9 @@ fn build_command(argv: &[&OsStr], options: SubprocessOptions) -> Result<(Command
     let stderr = match options.stderr {
         Stdio::Stdout => merged_stderr(stdout_fd.as_ref())?,
         other => {
-            let (stderr, rx, _) = child_output(other)?;
+            let (stderr, rx, fd) = child_output(other)?;
             ends.stderr = rx;
-            stderr
+            fd.map_or(stderr, StdStdio::from)
         }
     };
     if let Some(fd) = stdout_fd {

@@ -49,6 +49,9 @@ for_each_watcher!(
     a_reaped_child_is_never_signalled,
     shell_env_and_cwd_are_honoured,
     bad_input_is_an_error_naming_it,
+    a_new_process_group_is_led_by_the_child,
+    paused_pipes_hold_their_data_until_resumed,
+    the_protocol_may_close_the_transport_from_a_callback,
 );
 
 // ---- a recording protocol -------------------------------------------------------------
@@ -67,6 +70,8 @@ struct Recorder {
     events: Rc<RefCell<Vec<Ev>>>,
     transport: Option<SubprocessTransport>,
     done: Rc<Cell<usize>>,
+    /// Close the transport from inside the first `pipe_data_received`.
+    close_on_data: bool,
 }
 
 impl SubprocessProtocol for Recorder {
@@ -85,6 +90,12 @@ impl SubprocessProtocol for Recorder {
             }
         }
         events.push(Ev::Data(fd, data.to_vec()));
+        drop(events);
+        if self.close_on_data {
+            if let Some(transport) = &self.transport {
+                transport.close();
+            }
+        }
     }
     fn pipe_connection_lost(&mut self, fd: i32, error: Option<io::Error>) {
         let kind = error.map(|e| e.kind());
@@ -146,6 +157,7 @@ fn start(
         events: events.clone(),
         transport: None,
         done: done.clone(),
+        close_on_data: false,
     };
     let transport = lp
         .subprocess_exec(recorder, argv, options)
@@ -591,6 +603,7 @@ fn shell_env_and_cwd_are_honoured(watcher: Watcher) {
         events: events.clone(),
         transport: None,
         done: done.clone(),
+        close_on_data: false,
     };
     let transport = lp
         .subprocess_shell(recorder, "echo $((1 + 2)) \"$0\"", options(&watcher))
@@ -632,6 +645,7 @@ fn bad_input_is_an_error_naming_it(watcher: Watcher) {
             events: Rc::default(),
             transport: None,
             done,
+            close_on_data: false,
         };
         lp.subprocess_exec(recorder, argv, options)
     };
@@ -664,6 +678,105 @@ fn bad_input_is_an_error_naming_it(watcher: Watcher) {
         exec(&["true"], SubprocessOptions::default()),
         Err(Error::Closed)
     ));
+}
+
+fn a_new_process_group_is_led_by_the_child(watcher: Watcher) {
+    let lp = EventLoop::new().unwrap();
+    // Field 5 of /proc/PID/stat is the process group.
+    let argv = os(&["sh", "-c", "cut -d' ' -f5 /proc/$$/stat"]);
+    let run = run_one(
+        &lp,
+        &argv,
+        SubprocessOptions {
+            process_group: Some(0),
+            ..options(&watcher)
+        },
+    );
+    let pid = run.transport.get_pid();
+    assert_eq!(run.output(1), format!("{pid}\n").into_bytes());
+    // Without it the child stays in ours.
+    let run = run_one(&lp, &argv, options(&watcher));
+    let ours = unsafe { libc::getpgrp() };
+    assert_eq!(run.output(1), format!("{ours}\n").into_bytes());
+
+    // stderr merged into a stdout that is /dev/null goes there too.
+    let run = run_one(
+        &lp,
+        &os(&["sh", "-c", "echo out; echo err >&2"]),
+        SubprocessOptions {
+            stdout: Stdio::DevNull,
+            stderr: Stdio::Stdout,
+            ..options(&watcher)
+        },
+    );
+    assert_eq!(
+        run.events(),
+        [
+            Ev::Made,
+            Ev::Lost(0, None),
+            Ev::Exited(Some(0)),
+            Ev::ConnectionLost
+        ]
+    );
+    lp.close().unwrap();
+}
+
+fn paused_pipes_hold_their_data_until_resumed(watcher: Watcher) {
+    let lp = EventLoop::new().unwrap();
+    let done = Rc::new(Cell::new(0));
+    let run = start(
+        &lp,
+        &os(&["printf", "abc"]),
+        SubprocessOptions {
+            stdin: Stdio::DevNull,
+            stderr: Stdio::DevNull,
+            ..options(&watcher)
+        },
+        &done,
+    );
+    let stdout = run.transport.get_pipe_transport(1).unwrap();
+    stdout.pause_reading();
+    assert!(!stdout.is_reading());
+    let (events, seen) = (run.events.clone(), Rc::new(Cell::new(None)));
+    let (seen_at_resume, transport) = (seen.clone(), run.transport.clone());
+    lp.call_later(Duration::from_millis(100), move || {
+        // By now the child has long exited; nothing was read and nothing reported.
+        seen_at_resume.set(Some((events.borrow().clone(), transport.get_returncode())));
+        stdout.resume_reading();
+    })
+    .unwrap();
+    run_until(&lp, &done, 1);
+    let (before, returncode) = seen.take().expect("timer ran");
+    assert_eq!(before, [Ev::Made]);
+    assert_eq!(returncode, Some(0), "reaped while its pipe was paused");
+    assert_eq!(run.output(1), b"abc");
+    lp.close().unwrap();
+}
+
+fn the_protocol_may_close_the_transport_from_a_callback(watcher: Watcher) {
+    let lp = EventLoop::new().unwrap();
+    let done = Rc::new(Cell::new(0));
+    let events = Rc::new(RefCell::new(Vec::new()));
+    let recorder = Recorder {
+        events: events.clone(),
+        transport: None,
+        done: done.clone(),
+        close_on_data: true,
+    };
+    // `yes` writes forever: only the close stops it.
+    let transport = lp
+        .subprocess_exec(recorder, &["yes"], options(&watcher))
+        .unwrap();
+    run_until(&lp, &done, 1);
+    assert_eq!(transport.get_returncode(), Some(-libc::SIGKILL));
+    let events = events.borrow();
+    let n = events.len();
+    assert_eq!(events[n - 2..], [Ev::Exited(Some(-9)), Ev::ConnectionLost]);
+    assert_eq!(
+        events.iter().filter(|e| matches!(e, Ev::Data(..))).count(),
+        1
+    );
+    lp.close().unwrap();
 }
 
 // ---- not per watcher ----------------------------------------------------------------------

@@ -21,6 +21,23 @@
 //! - The loop's poll holds the transport while a pipe is registered and the watcher holds
 //!   it until the child exits; after `connection_lost` only the caller's handles remain.
 //!   Closing the loop drops both, so a closed loop leaks nothing.
+//!
+//! # Differences from asyncio
+//! - `subprocess_exec` returns the transport at once (the child is already started);
+//!   the protocol is a value, not a factory, and `connection_made` follows in the next
+//!   iteration, before any other event.
+//! - `process_exited` waits until the pipes are closed too (asyncio calls it as soon as
+//!   the child is reaped), so no output ever follows it. A grandchild that keeps a pipe
+//!   open delays it; [`SubprocessTransport::close`] ends that wait.
+//! - When the child exits, a still-open stdin pipe is closed (`pipe_connection_lost(0,
+//!   ..)`, with `BrokenPipe` if data was still queued).
+//! - Writing to a closed stdin or after `write_eof` fails with [`Error::PipeClosed`]
+//!   (asyncio logs a warning and drops the data).
+//! - [`Stdio::Fd`] takes ownership of the descriptor.
+//! - `env` adds to the inherited environment; set `env_clear` for asyncio's `env=` (a
+//!   whole new environment).
+//! - Writing to a pipe whose reader is gone raises `SIGPIPE` unless the process ignores
+//!   it, as Rust programs do by default (Rust's `main` sets `SIG_IGN`).
 
 use std::cell::{Cell, RefCell};
 use std::ffi::{OsStr, OsString};
@@ -400,9 +417,11 @@ fn build_command(argv: &[&OsStr], options: SubprocessOptions) -> Result<(Command
     let mut ends = ParentEnds::default();
     let (stdin, tx) = child_stdin(options.stdin)?;
     ends.stdin = tx;
+    let stdout_is_null = matches!(options.stdout, Stdio::DevNull);
     let (stdout, rx, stdout_fd) = child_output(options.stdout)?;
     ends.stdout = rx;
     let stderr = match options.stderr {
+        Stdio::Stdout if stdout_is_null => StdStdio::null(),
         Stdio::Stdout => merged_stderr(stdout_fd.as_ref())?,
         other => {
             let (stderr, rx, fd) = child_output(other)?;
@@ -445,7 +464,8 @@ fn child_output(stdio: Stdio) -> Result<(StdStdio, Option<Receiver>, Option<Owne
     })
 }
 
-/// stderr for `Stdio::Stdout`: a copy of stdout's descriptor, or what stdout is.
+/// stderr for `Stdio::Stdout`: a copy of stdout's descriptor (a pipe or an fd), else of
+/// the loop process's stdout (stdout inherited).
 fn merged_stderr(stdout_fd: Option<&OwnedFd>) -> Result<StdStdio> {
     let dup = match stdout_fd {
         Some(fd) => fd.try_clone(),
@@ -697,7 +717,6 @@ impl Inner {
                 }
                 Err(err) => return self.close_pipe(fd, Some(err)),
             }
-            buf.truncate(READ_CHUNK);
             self.return_buffer(fd, buf);
         }
         // Still more to read: give other callbacks a turn first.

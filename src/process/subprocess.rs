@@ -705,7 +705,7 @@ impl Inner {
     /// and closes the pipe at end of file or on an error.
     fn read_ready(self: &Rc<Self>, fd: usize) {
         for _ in 0..READS_PER_TURN {
-            let Some((mut buf, result)) = self.read_chunk(fd) else {
+            let Some((buf, result)) = self.read_chunk(fd) else {
                 return; // paused or closed
             };
             match result {

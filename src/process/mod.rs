@@ -29,6 +29,7 @@
 //!   already collected elsewhere.
 
 mod pidfd;
+mod spawn;
 mod subprocess;
 mod threaded;
 
@@ -40,9 +41,8 @@ use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
 
 pub use pidfd::PidfdChildWatcher;
-pub use subprocess::{
-    Output, PipeTransport, Stdio, SubprocessOptions, SubprocessProtocol, SubprocessTransport,
-};
+pub use spawn::{Stdio, SubprocessOptions};
+pub use subprocess::{Output, PipeTransport, SubprocessProtocol, SubprocessTransport};
 pub use threaded::ThreadedChildWatcher;
 
 /// What a child watcher calls when a child exits: `callback(pid, returncode)`, on the

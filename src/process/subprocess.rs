@@ -21,23 +21,7 @@
 //! - The loop's poll holds the transport while a pipe is registered and the watcher holds
 //!   it until the child exits; after `connection_lost` only the caller's handles remain.
 //!   Closing the loop drops both, so a closed loop leaks nothing.
-//!
-//! # Differences from asyncio
-//! - `subprocess_exec` returns the transport at once (the child is already started);
-//!   the protocol is a value, not a factory, and `connection_made` follows in the next
-//!   iteration, before any other event.
-//! - `process_exited` waits until the pipes are closed too (asyncio calls it as soon as
-//!   the child is reaped), so no output ever follows it. A grandchild that keeps a pipe
-//!   open delays it; [`SubprocessTransport::close`] ends that wait.
-//! - When the child exits, a still-open stdin pipe is closed (`pipe_connection_lost(0,
-//!   ..)`, with `BrokenPipe` if data was still queued).
-//! - Writing to a closed stdin or after `write_eof` fails with [`Error::PipeClosed`]
-//!   (asyncio logs a warning and drops the data).
-//! - [`Stdio::Fd`] takes ownership of the descriptor.
-//! - `env` adds to the inherited environment; set `env_clear` for asyncio's `env=` (a
-//!   whole new environment).
-//! - Writing to a pipe whose reader is gone raises `SIGPIPE` unless the process ignores
-//!   it, as Rust programs do by default (Rust's `main` sets `SIG_IGN`).
+//! - Differences from asyncio: see [`SubprocessTransport`].
 
 use std::cell::{Cell, RefCell};
 use std::ffi::OsStr;
@@ -65,8 +49,12 @@ const READ_CHUNK: usize = 64 * 1024;
 const READS_PER_TURN: usize = 16;
 
 /// asyncio's `SubprocessProtocol`: what a subprocess transport reports. Every method has
-/// a do-nothing default. Methods run on the loop's thread, in ready batches, in the order
-/// described in the [module docs](self); each may call any [`SubprocessTransport`] method.
+/// a do-nothing default. Methods run on the loop's thread, in ready batches, and each may
+/// call any [`SubprocessTransport`] method.
+///
+/// Events come in causal order: `connection_made` first; then `pipe_data_received`;
+/// each pipe's `pipe_connection_lost` after its last data; `process_exited` once the
+/// child was reaped *and* every pipe is closed; `connection_lost` last.
 pub trait SubprocessProtocol: 'static {
     /// The child was started; `transport` controls it (clone it to keep it).
     fn connection_made(&mut self, transport: &SubprocessTransport) {
@@ -156,6 +144,23 @@ struct Inner {
 /// asyncio's `SubprocessTransport`: controls one child started by
 /// [`EventLoop::subprocess_exec`] or [`EventLoop::subprocess_shell`]. A cheap handle
 /// (`Rc`): clones control the same child. Lives on the loop's thread.
+///
+/// # Differences from asyncio
+/// - `subprocess_exec` returns the transport at once (the child is already started);
+///   the protocol is a value, not a factory, and `connection_made` follows in the next
+///   iteration, before any other event.
+/// - `process_exited` waits until the pipes are closed too (asyncio calls it as soon as
+///   the child is reaped), so no output ever follows it. A grandchild that keeps a pipe
+///   open delays it; [`SubprocessTransport::close`] ends that wait.
+/// - When the child exits, a still-open stdin pipe is closed (`pipe_connection_lost(0,
+///   ..)`, with `BrokenPipe` if data was still queued).
+/// - Writing to a closed stdin or after `write_eof` fails with [`Error::PipeClosed`]
+///   (asyncio logs a warning and drops the data).
+/// - [`Stdio::Fd`] takes ownership of the descriptor.
+/// - `env` adds to the inherited environment; set `env_clear` for asyncio's `env=` (a
+///   whole new environment).
+/// - Writing to a pipe whose reader is gone raises `SIGPIPE` unless the process ignores
+///   it, as Rust programs do by default (Rust's `main` sets `SIG_IGN`).
 #[derive(Clone)]
 pub struct SubprocessTransport {
     inner: Rc<Inner>,

@@ -53,6 +53,7 @@ for_each_watcher!(
     paused_pipes_hold_their_data_until_resumed,
     the_protocol_may_close_the_transport_from_a_callback,
     closing_the_loop_under_a_running_child_is_safe,
+    a_full_stdin_queue_pauses_then_resumes_writing,
 );
 
 // ---- a recording protocol -------------------------------------------------------------
@@ -64,6 +65,8 @@ enum Ev {
     Lost(i32, Option<io::ErrorKind>),
     Exited(Option<i32>),
     ConnectionLost,
+    PauseWriting,
+    ResumeWriting,
 }
 
 /// Records every event; counts finished children in `done`.
@@ -101,6 +104,12 @@ impl SubprocessProtocol for Recorder {
     fn pipe_connection_lost(&mut self, fd: i32, error: Option<io::Error>) {
         let kind = error.map(|e| e.kind());
         self.events.borrow_mut().push(Ev::Lost(fd, kind));
+    }
+    fn pause_writing(&mut self) {
+        self.events.borrow_mut().push(Ev::PauseWriting);
+    }
+    fn resume_writing(&mut self) {
+        self.events.borrow_mut().push(Ev::ResumeWriting);
     }
     fn process_exited(&mut self) {
         let code = self.transport.as_ref().and_then(|t| t.get_returncode());
@@ -798,6 +807,54 @@ fn closing_the_loop_under_a_running_child_is_safe(watcher: Watcher) {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(done.get(), 0);
+}
+
+fn a_full_stdin_queue_pauses_then_resumes_writing(watcher: Watcher) {
+    let lp = EventLoop::new().unwrap();
+    let done = Rc::new(Cell::new(0));
+    // The child reads nothing for a while: our writes (made right after the spawn) fill
+    // the pipe instead of racing a reader on the other CPU.
+    let run = start(
+        &lp,
+        &os(&["sh", "-c", "sleep 0.1; exec cat"]),
+        SubprocessOptions {
+            stdout: Stdio::DevNull,
+            ..options(&watcher)
+        },
+        &done,
+    );
+    let stdin = run.transport.get_pipe_transport(0).unwrap();
+    assert_eq!(
+        stdin.get_write_buffer_limits(),
+        Some((16 * 1024, 64 * 1024))
+    );
+    let stdout_limits = run.transport.get_pipe_transport(2).unwrap();
+    assert_eq!(stdout_limits.get_write_buffer_limits(), None);
+    assert!(matches!(
+        stdin.set_write_buffer_limits(Some(10), Some(20)),
+        Err(Error::InvalidArgument { .. })
+    ));
+    // A pipe takes 64 KiB; the rest of 1 MiB stays queued, above the high-water mark.
+    stdin.write(&vec![b'x'; 1 << 20]).unwrap();
+    stdin.write_eof().unwrap();
+    run_until(&lp, &done, 1);
+    let events = run.events();
+    let at = |want: Ev| {
+        position(&events, |e| *e == want).unwrap_or_else(|| panic!("no {want:?} in {events:?}"))
+    };
+    let (pause, resume, lost) = (
+        at(Ev::PauseWriting),
+        at(Ev::ResumeWriting),
+        at(Ev::Lost(0, None)),
+    );
+    assert!(pause < resume && resume < lost, "{events:?}");
+    let flow = events
+        .iter()
+        .filter(|e| matches!(e, Ev::PauseWriting | Ev::ResumeWriting))
+        .count();
+    assert_eq!(flow, 2, "{events:?}");
+    assert_eq!(run.returncode(), Some(0));
+    lp.close().unwrap();
 }
 
 // ---- not per watcher ----------------------------------------------------------------------

@@ -48,6 +48,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Reads per readiness before other callbacks get a turn (the rest waits one iteration).
 const READS_PER_TURN: usize = 16;
 
+/// asyncio's default write buffer high-water mark (64 KiB); the low one is a quarter.
+const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+
 /// asyncio's `SubprocessProtocol`: what a subprocess transport reports. Every method has
 /// a do-nothing default. Methods run on the loop's thread, in ready batches, and each may
 /// call any [`SubprocessTransport`] method.
@@ -76,6 +79,15 @@ pub trait SubprocessProtocol: 'static {
     /// The child exited and was reaped, and all its pipes are closed:
     /// [`SubprocessTransport::get_returncode`] is set.
     fn process_exited(&mut self) {}
+
+    /// asyncio's `BaseProtocol.pause_writing`: more than the high-water mark is queued
+    /// for stdin (see [`PipeTransport::set_write_buffer_limits`]); stop writing until
+    /// `resume_writing`. Writing anyway still works: the queue just grows.
+    fn pause_writing(&mut self) {}
+
+    /// asyncio's `BaseProtocol.resume_writing`: the stdin queue drained to the low-water
+    /// mark after a `pause_writing`.
+    fn resume_writing(&mut self) {}
 
     /// asyncio's `BaseProtocol.connection_lost`: the last event, right after
     /// `process_exited`. The transport drops the protocol after it.
@@ -118,11 +130,33 @@ struct WriteEnd {
     eof: bool,
     /// The reader went away (EPOLLERR): close once idle.
     hangup: bool,
+    /// Flow control: `pause_writing` above `high` queued bytes, `resume_writing` at or
+    /// below `low` once paused.
+    high: usize,
+    low: usize,
+    /// The protocol was (or is about to be) told to pause writing.
+    writing_paused: bool,
 }
 
 impl WriteEnd {
     fn pending(&self) -> usize {
         self.buf.len() - self.sent
+    }
+
+    /// The flow-control event the queue's size now calls for, if any: `Some(true)` to
+    /// pause, `Some(false)` to resume.
+    fn flow_change(&mut self) -> Option<bool> {
+        let pending = self.pending();
+        let change = if self.writing_paused {
+            pending <= self.low
+        } else {
+            pending > self.high
+        };
+        if change {
+            self.writing_paused = !self.writing_paused;
+            return Some(self.writing_paused);
+        }
+        None
     }
 }
 
@@ -363,6 +397,9 @@ impl Inner {
                 sent: 0,
                 eof: false,
                 hangup: false,
+                high: DEFAULT_HIGH_WATER,
+                low: DEFAULT_HIGH_WATER / 4,
+                writing_paused: false,
             });
         }
         for (slot, rx) in [ends.stdout, ends.stderr].into_iter().enumerate() {
@@ -483,12 +520,14 @@ impl Inner {
         if self.closed.replace(true) {
             return;
         }
-        for fd in 0..3 {
-            self.close_pipe(fd, None);
-        }
+        // Kill first: a child writing to a pipe closed under it would otherwise die of
+        // SIGPIPE instead, and report -13 rather than -9.
         if !self.is_reaped() {
             // SAFETY: kill has no memory preconditions; the pid is our unreaped child.
             unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
+        }
+        for fd in 0..3 {
+            self.close_pipe(fd, None);
         }
     }
 
@@ -546,16 +585,36 @@ impl Inner {
     /// Writes what is buffered; closes stdin once flushed if `write_eof` was called or
     /// the reader went away, or at once on an error.
     fn write_ready(self: &Rc<Self>) {
-        let outcome = {
+        let (outcome, flow) = {
             let mut slot = self.stdin.borrow_mut();
             let Some(end) = slot.as_mut() else { return };
-            flush(end).map(|()| end.pending() == 0 && (end.eof || end.hangup))
+            let outcome = flush(end).map(|()| end.pending() == 0 && (end.eof || end.hangup));
+            (outcome, end.flow_change())
         };
+        self.schedule_flow(flow);
         match outcome {
             Ok(true) => self.close_pipe(0, None),
             Ok(false) => {}
             Err(err) => self.close_pipe(0, Some(err)),
         }
+    }
+}
+
+impl Inner {
+    /// Schedules `pause_writing` (`Some(true)`) or `resume_writing` (`Some(false)`). Both
+    /// go through the ready queue, so they reach the protocol in the order they happened.
+    fn schedule_flow(self: &Rc<Self>, flow: Option<bool>) {
+        let (Some(pause), Some(lp)) = (flow, self.event_loop()) else {
+            return;
+        };
+        let inner = self.clone();
+        lp.push_ready(OnceCell::new_rc(move || {
+            if pause {
+                inner.deliver(|p| p.pause_writing());
+            } else {
+                inner.deliver(|p| p.resume_writing());
+            }
+        }));
     }
 }
 
@@ -671,8 +730,9 @@ impl SubprocessTransport {
         self.send_signal(libc::SIGKILL)
     }
 
-    /// asyncio's `close()`: closes every pipe (each gets `pipe_connection_lost(fd, None)`)
-    /// and kills the child with SIGKILL if it still runs. The watcher still reaps it, and
+    /// asyncio's `close()`: kills the child with SIGKILL if it still runs (before the
+    /// pipes close, so it dies of that and not of SIGPIPE) and closes every pipe (each
+    /// gets `pipe_connection_lost(fd, None)`). The watcher still reaps it, and
     /// `process_exited` and `connection_lost` follow. Idempotent.
     pub fn close(&self) {
         self.inner.close();
@@ -719,10 +779,11 @@ impl PipeTransport {
     /// [`Error::PipeClosed`] after [`write_eof`](Self::write_eof) or once the pipe closed
     /// (asyncio drops such data with a warning).
     pub fn write(&self, data: &[u8]) -> Result<()> {
-        let outcome = self.with_writer(|end| {
+        let (outcome, flow) = self.with_writer(|end| {
             end.buf.extend_from_slice(data);
-            flush(end)
+            (flush(end), end.flow_change())
         })?;
+        self.inner.schedule_flow(flow);
         if let Err(err) = outcome {
             self.inner.close_pipe(0, Some(err));
         }
@@ -740,6 +801,39 @@ impl PipeTransport {
             self.inner.close_pipe(0, None);
         }
         Ok(())
+    }
+
+    /// asyncio's `set_write_buffer_limits(high, low)` for stdin: the protocol gets
+    /// `pause_writing` once more than `high` bytes are queued and `resume_writing` when
+    /// the queue drains to `low`. `None` picks asyncio's defaults: `high` 64 KiB (or 4 ×
+    /// `low`), `low` a quarter of `high`.
+    ///
+    /// Fails with [`Error::InvalidArgument`] if `low > high`, on fds 1 and 2, and with
+    /// [`Error::PipeClosed`] once stdin is closed.
+    pub fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<()> {
+        let high = high.unwrap_or_else(|| low.map_or(DEFAULT_HIGH_WATER, |low| 4 * low));
+        let low = low.unwrap_or(high / 4);
+        if low > high {
+            return Err(invalid(
+                "write buffer limits",
+                format!("high {high} < low {low}"),
+            ));
+        }
+        let flow = self.with_writer(|end| {
+            (end.high, end.low) = (high, low);
+            end.flow_change()
+        })?;
+        self.inner.schedule_flow(flow);
+        Ok(())
+    }
+
+    /// asyncio's `get_write_buffer_limits()`: `(low, high)` for stdin, `None` on fds 1
+    /// and 2 or once stdin is closed.
+    pub fn get_write_buffer_limits(&self) -> Option<(usize, usize)> {
+        let end = self.inner.stdin.borrow();
+        end.as_ref()
+            .filter(|_| self.fd == 0)
+            .map(|end| (end.low, end.high))
     }
 
     /// Bytes queued for stdin and not yet written (0 for fds 1 and 2).

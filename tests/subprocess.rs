@@ -189,34 +189,30 @@ fn run_until(lp: &EventLoop, done: &Rc<Cell<usize>>, want: usize) {
             stopper.stop();
         })
         .unwrap();
-    let (poller, watched) = (lp.clone(), done.clone());
-    let check = Rc::new(RefCell::new(None::<Box<dyn Fn()>>));
-    let again = check.clone();
-    *check.borrow_mut() = Some(Box::new(move || {
-        if watched.get() >= want {
-            poller.stop();
-        } else {
-            let again = again.clone();
-            poller
-                .call_later(Duration::from_millis(1), move || {
-                    if let Some(f) = again.borrow().as_ref() {
-                        f();
-                    }
-                })
-                .unwrap();
-        }
-    }));
-    if let Some(f) = check.borrow().as_ref() {
-        f();
-    }
+    let (stopper, watched) = (lp.clone(), done.clone());
+    when(lp, move || watched.get() >= want, move || stopper.stop());
     lp.run_forever().unwrap();
-    check.borrow_mut().take(); // break the cycle
     safety.cancel();
     assert!(
         !timed_out.get(),
         "timed out: {} of {want} finished",
         done.get()
     );
+}
+
+/// Runs `then` on `lp` once `cond()` holds, checking every millisecond.
+fn when(lp: &EventLoop, cond: impl Fn() -> bool + 'static, then: impl FnOnce() + 'static) {
+    fn check(lp: EventLoop, cond: Rc<dyn Fn() -> bool>, then: Box<dyn FnOnce()>) {
+        if cond() {
+            return then();
+        }
+        let again = lp.clone();
+        lp.call_later(Duration::from_millis(1), move || check(again, cond, then))
+            .unwrap();
+    }
+    let again = lp.clone();
+    lp.call_soon(move || check(again, Rc::new(cond), Box::new(then)))
+        .unwrap();
 }
 
 /// Runs one child to the end.
@@ -323,7 +319,7 @@ fn terminate_and_kill_give_negative_returncodes(watcher: Watcher) {
     let cases: [(Act, i32); 3] = [
         (SubprocessTransport::terminate, -libc::SIGTERM),
         (SubprocessTransport::kill, -libc::SIGKILL),
-        (|t| t.send_signal(libc::SIGINT), -libc::SIGINT),
+        (|t| t.send_signal(libc::SIGUSR1), -libc::SIGUSR1),
     ];
     for (act, want) in cases {
         let done = Rc::new(Cell::new(0));
@@ -570,28 +566,16 @@ fn a_reaped_child_is_never_signalled(watcher: Watcher) {
     let transport = run.transport.clone();
     let checked = Rc::new(Cell::new(false));
     let flag = checked.clone();
-    let (poll_lp, poller) = (lp.clone(), Rc::new(RefCell::new(None::<Box<dyn Fn()>>)));
-    let again = poller.clone();
-    *poller.borrow_mut() = Some(Box::new(move || {
-        if transport.get_returncode() == Some(0) {
+    let reaped = transport.clone();
+    when(
+        &lp,
+        move || reaped.get_returncode() == Some(0),
+        move || {
             assert!(transport.send_signal(libc::SIGKILL).is_ok());
             flag.set(true);
-            return;
-        }
-        let again = again.clone();
-        poll_lp
-            .call_later(Duration::from_millis(1), move || {
-                if let Some(f) = again.borrow().as_ref() {
-                    f();
-                }
-            })
-            .unwrap();
-    }));
-    if let Some(f) = poller.borrow().as_ref() {
-        f();
-    }
+        },
+    );
     run_until(&lp, &done, 1);
-    poller.borrow_mut().take();
     assert!(
         checked.get(),
         "returncode was never seen before the pipe closed"
@@ -743,12 +727,16 @@ fn paused_pipes_hold_their_data_until_resumed(watcher: Watcher) {
     assert!(!stdout.is_reading());
     let (events, seen) = (run.events.clone(), Rc::new(Cell::new(None)));
     let (seen_at_resume, transport) = (seen.clone(), run.transport.clone());
-    lp.call_later(Duration::from_millis(100), move || {
-        // By now the child has long exited; nothing was read and nothing reported.
-        seen_at_resume.set(Some((events.borrow().clone(), transport.get_returncode())));
-        stdout.resume_reading();
-    })
-    .unwrap();
+    let reaped = transport.clone();
+    when(
+        &lp,
+        move || reaped.get_returncode().is_some(),
+        move || {
+            // The child has exited; nothing was read and nothing reported.
+            seen_at_resume.set(Some((events.borrow().clone(), transport.get_returncode())));
+            stdout.resume_reading();
+        },
+    );
     run_until(&lp, &done, 1);
     let (before, returncode) = seen.take().expect("timer ran");
     assert_eq!(before, [Ev::Made]);

@@ -60,7 +60,8 @@ pub struct SubprocessOptions {
     pub env_clear: bool,
     /// Variables to set (after `env_clear`), in order.
     pub env: Vec<(OsString, OsString)>,
-    /// `Some(0)`: a new process group led by the child; `Some(pgid)`: join that group.
+    /// `Some(0)`: a new process group led by the child; `Some(pgid)`: join that group
+    /// (asyncio's `process_group`). Negative values are refused.
     pub process_group: Option<i32>,
     /// The watcher that reaps the child; `None`: the policy's.
     pub watcher: Option<Arc<dyn ChildWatcher>>,
@@ -106,6 +107,9 @@ pub(super) fn check_inputs(argv: &[&OsStr], options: &SubprocessOptions) -> Resu
                 format!("{name:?}={value:?}"),
             ));
         }
+    }
+    if let Some(pgid) = options.process_group.filter(|&pgid| pgid < 0) {
+        return Err(invalid("process group", pgid.to_string()));
     }
     for (what, stdio) in [("stdin", &options.stdin), ("stdout", &options.stdout)] {
         if matches!(stdio, Stdio::Stdout) {
@@ -262,7 +266,13 @@ mod tests {
             env: vec![(k.into(), v.into())],
             ..Default::default()
         };
-        let cases: [(&[&str], SubprocessOptions, Option<&str>); 8] = [
+        let group = |pgid| SubprocessOptions {
+            process_group: Some(pgid),
+            ..Default::default()
+        };
+        let cases: [(&[&str], SubprocessOptions, Option<&str>); 10] = [
+            (&["true"], group(0), None),
+            (&["true"], group(-1), Some("invalid process group: -1")),
             (&["true"], Default::default(), None),
             (&[], Default::default(), Some("invalid argv")),
             (&["echo", "a\0b"], Default::default(), Some("argv[1]")),

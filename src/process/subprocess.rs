@@ -230,7 +230,8 @@ impl EventLoop {
     ///
     /// Fails with [`Error::Closed`] if the loop is closed; [`Error::InvalidArgument`] for
     /// an empty `argv`, a NUL byte in an argument, `cwd` or `env` (naming which), a `=`
-    /// in an environment name, or [`Stdio::Stdout`] for stdin or stdout;
+    /// in an environment name, a negative process group, or [`Stdio::Stdout`] for stdin
+    /// or stdout;
     /// [`Error::ChildWatcherClosed`] if the watcher is closed; [`Error::Spawn`] (naming
     /// the program) if it cannot be started, e.g. `ENOENT`; [`Error::Io`] or
     /// [`Error::Register`] if making or registering a pipe fails.

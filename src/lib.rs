@@ -19,7 +19,8 @@
 //! - `executor`: the default [`ThreadPool`] and `run_in_executor` for blocking work.
 //! - [`policy`]: event loop policies ([`EventLoopPolicy`]): the current loop per thread,
 //!   the child watcher, and asyncio's module-level `get_event_loop` and friends.
-//! - [`process`]: child watchers ([`ChildWatcher`]): pidfd (default) and thread-per-child.
+//! - [`process`]: child watchers ([`ChildWatcher`]): pidfd (default) and thread-per-child;
+//!   subprocesses (`subprocess_exec`, [`SubprocessTransport`], [`SubprocessProtocol`]).
 //!
 //! # Stricter than asyncio
 //! - Timers never fire early: inside a timer callback `loop.time() >= handle.when()`.
@@ -62,7 +63,9 @@ pub use policy::{
     set_event_loop_policy,
 };
 pub use process::{
-    ChildCallback, ChildWatcher, PidfdChildWatcher, ThreadedChildWatcher, UNKNOWN_RETURNCODE,
+    ChildCallback, ChildWatcher, Output, PidfdChildWatcher, PipeTransport, Stdio,
+    SubprocessOptions, SubprocessProtocol, SubprocessTransport, ThreadedChildWatcher,
+    UNKNOWN_RETURNCODE,
 };
 pub use remote::LoopHandle;
 pub use task::{ResultLost, Task, TaskBody, TaskFactory, TaskSpec};

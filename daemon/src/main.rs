@@ -37,6 +37,11 @@ use clap::Parser;
 
 use config::Config;
 
+/// mimalloc, not glibc's malloc: every scheduled callback is a small allocation freed on
+/// another schedule, the pattern where glibc's consolidation costs most (see bench/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// loopd: asyncio event loops as a service.
 #[derive(Parser, Debug)]
 #[command(version, about)]
@@ -95,9 +100,12 @@ fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: under systemd or in a log file they are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 

@@ -93,6 +93,25 @@ pub enum Error {
     /// The child watcher was closed: it accepts no new handlers.
     #[error("child watcher is closed")]
     ChildWatcherClosed,
+    /// A subprocess could not be started (`ENOENT`: no such program, `EACCES`, ...).
+    #[error("failed to start program {program:?}")]
+    Spawn {
+        /// The program (`argv[0]`).
+        program: String,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// asyncio's `ProcessLookupError`: the subprocess transport is finished, its child
+    /// long gone.
+    #[error("process {0} is gone: its transport has finished")]
+    ProcessLookup(u32),
+    /// A write to a subprocess pipe that is closed or after `write_eof`.
+    #[error("pipe {fd} of the subprocess is closed")]
+    PipeClosed {
+        /// The child's stream: 0 for stdin.
+        fd: i32,
+    },
     /// Binding a server (or a connection's `local_addr`) to an address that is taken.
     #[error("address {addr} is already in use")]
     AddressInUse {

@@ -21,7 +21,8 @@
 //!   the child watcher, and asyncio's module-level `get_event_loop` and friends.
 //! - [`net`]: stream transports and protocols: [`Server`] (`create_server`,
 //!   `create_unix_server`), `create_connection`, [`Transport`], [`Protocol`].
-//! - [`process`]: child watchers ([`ChildWatcher`]): pidfd (default) and thread-per-child.
+//! - [`process`]: child watchers ([`ChildWatcher`]): pidfd (default) and thread-per-child;
+//!   subprocesses (`subprocess_exec`, [`SubprocessTransport`], [`SubprocessProtocol`]).
 //!
 //! # Stricter than asyncio
 //! - Timers never fire early: inside a timer callback `loop.time() >= handle.when()`.
@@ -71,7 +72,9 @@ pub use policy::{
     set_event_loop_policy,
 };
 pub use process::{
-    ChildCallback, ChildWatcher, PidfdChildWatcher, ThreadedChildWatcher, UNKNOWN_RETURNCODE,
+    ChildCallback, ChildWatcher, Output, PidfdChildWatcher, PipeTransport, Stdio,
+    SubprocessOptions, SubprocessProtocol, SubprocessTransport, ThreadedChildWatcher,
+    UNKNOWN_RETURNCODE,
 };
 pub use remote::LoopHandle;
 pub use task::{ResultLost, Task, TaskBody, TaskFactory, TaskSpec};

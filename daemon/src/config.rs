@@ -63,6 +63,10 @@ pub struct Limits {
     pub idempotency_ttl_secs: u64,
     /// Most idempotency keys per loop.
     pub max_idempotency_keys: usize,
+    /// Most pending handles one caller (uid) may hold on one loop.
+    pub max_pending_handles_per_caller: usize,
+    /// Most pending futures one caller (uid) may hold on one loop.
+    pub max_pending_futures_per_caller: usize,
 }
 
 /// HTTP/2 and tower limits of the gRPC server.
@@ -119,6 +123,8 @@ impl Default for Limits {
             max_retained: 100_000,
             idempotency_ttl_secs: 600,
             max_idempotency_keys: 100_000,
+            max_pending_handles_per_caller: 1_000_000,
+            max_pending_futures_per_caller: 100_000,
         }
     }
 }

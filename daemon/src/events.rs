@@ -27,7 +27,8 @@ pub const DEFAULT_BATCH: usize = 256;
 pub const MAX_BATCH: usize = 4096;
 
 struct Ring {
-    events: VecDeque<pb::Event>,
+    /// Shared, so readers copy pointers under the lock and events outside it.
+    events: VecDeque<Arc<pb::Event>>,
     /// Seq of `events[0]` (or of the next event when empty).
     first_seq: u64,
     /// Seq the next appended event gets.
@@ -82,32 +83,35 @@ impl EventRing {
     /// Appends one event stamped with the next seq; returns that seq. After `close`,
     /// nothing is appended and 0 is returned.
     pub fn emit(&self, loop_time: f64, kind: Kind) -> u64 {
-        let seq = {
+        let closing = matches!(kind, Kind::LoopClosed(_));
+        let mut event = Arc::new(pb::Event {
+            seq: 0,
+            r#loop: self.loop_name.clone(),
+            wall_time: Some(SystemTime::now().into()),
+            loop_time,
+            kind: Some(kind),
+        });
+        let (seq, evicted) = {
             let mut ring = self.lock();
             if ring.closed {
                 return 0;
             }
             let seq = ring.next_seq;
-            if ring.events.len() == self.capacity {
-                ring.events.pop_front();
+            if let Some(event) = Arc::get_mut(&mut event) {
+                event.seq = seq;
+            }
+            let evicted = if ring.events.len() == self.capacity {
                 ring.first_seq += 1;
-            }
-            ring.events.push_back(pb::Event {
-                seq,
-                r#loop: self.loop_name.clone(),
-                wall_time: Some(SystemTime::now().into()),
-                loop_time,
-                kind: Some(kind),
-            });
+                ring.events.pop_front()
+            } else {
+                None
+            };
+            ring.events.push_back(event);
             ring.next_seq += 1;
-            if matches!(
-                ring.events.back().and_then(|e| e.kind.as_ref()),
-                Some(Kind::LoopClosed(_))
-            ) {
-                ring.closed = true;
-            }
-            seq
+            ring.closed = closing;
+            (seq, evicted)
         };
+        drop(evicted); // freed outside the lock
         self.wake();
         seq
     }
@@ -153,28 +157,40 @@ impl EventRing {
     /// looked at.
     fn read(&self, cursor: &mut u64, filter: &Filter, max: usize) -> Read {
         let ring = self.lock();
+        let mut gap = None;
         let mut events = Vec::new();
         if *cursor < ring.first_seq {
             let (from, to) = (*cursor, ring.first_seq - 1);
-            events.push(self.gap(from, to, &ring));
+            gap = Some(self.gap(from, to, &ring));
             *cursor = ring.first_seq;
         }
-        let start = usize::try_from(*cursor - ring.first_seq).unwrap_or(usize::MAX);
-        for event in ring.events.iter().skip(start) {
+        let max = max.saturating_sub(usize::from(gap.is_some())).max(1);
+        // The cursor is at most next_seq, so `start` is at most the ring's length;
+        // `range` finds it in O(1) where `skip` would walk the ring.
+        let start = usize::try_from(*cursor - ring.first_seq)
+            .unwrap_or(usize::MAX)
+            .min(ring.events.len());
+        for event in ring.events.range(start..) {
             if events.len() >= max {
                 break;
             }
             *cursor = event.seq + 1;
             if filter.passes(event) {
-                events.push(event.clone());
+                events.push(Arc::clone(event));
             }
         }
         let last_seq = ring.next_seq - 1;
-        let at_end = *cursor >= ring.next_seq;
+        let finished = *cursor >= ring.next_seq && ring.closed;
+        drop(ring);
+        // The copies are made outside the lock: the loop thread never waits for them.
+        let events = gap
+            .into_iter()
+            .chain(events.iter().map(|event| pb::Event::clone(event)))
+            .collect();
         Read {
             events,
             last_seq,
-            finished: at_end && ring.closed,
+            finished,
         }
     }
 

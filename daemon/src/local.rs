@@ -145,6 +145,12 @@ pub struct LoopState {
     done_futures: VecDeque<(Instant, u64)>,
     futures_pending: usize,
     never_pending: usize,
+    /// Sum of the lateness of every timer fired, in nanoseconds (the engine keeps only
+    /// buckets; every timer of a daemon loop is fired through `run_handle`).
+    lateness_sum_ns: u64,
+    /// Pending handles and futures per caller uid, for the quotas.
+    held_handles: HashMap<u32, usize>,
+    held_futures: HashMap<u32, usize>,
     idem: Idempotency,
     limits: Limits,
 }
@@ -159,6 +165,9 @@ impl LoopState {
             done_futures: VecDeque::new(),
             futures_pending: 0,
             never_pending: 0,
+            lateness_sum_ns: 0,
+            held_handles: HashMap::new(),
+            held_futures: HashMap::new(),
             idem: Idempotency::default(),
             limits,
         }
@@ -167,6 +176,11 @@ impl LoopState {
     /// Futures not done yet.
     pub fn futures_pending(&self) -> usize {
         self.futures_pending
+    }
+
+    /// Sum of the lateness of the timers fired, in nanoseconds.
+    pub fn lateness_sum_ns(&self) -> u64 {
+        self.lateness_sum_ns
     }
 
     /// Timers that never fire (infinite), still pending: the engine does not hold them.
@@ -197,8 +211,43 @@ impl LoopState {
             .prune(now, idem_ttl, self.limits.max_idempotency_keys);
     }
 
-    fn handle_done(&mut self, id: u64) {
+    /// Records that handle `id` of `uid` ran or was cancelled.
+    fn handle_done(&mut self, id: u64, uid: u32) {
         self.done_handles.push_back((Instant::now(), id));
+        release(&mut self.held_handles, uid);
+    }
+}
+
+/// RESOURCE_EXHAUSTED if `uid` would hold more than `limit` pending `what` with `more`.
+fn check_quota(
+    held: &HashMap<u32, usize>,
+    uid: u32,
+    more: usize,
+    limit: usize,
+    what: &'static str,
+) -> Result<()> {
+    let holds = held.get(&uid).copied().unwrap_or(0);
+    if holds.saturating_add(more) > limit {
+        return Err(Error::Quota {
+            what,
+            uid,
+            holds,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+fn hold(held: &mut HashMap<u32, usize>, uid: u32) {
+    *held.entry(uid).or_insert(0) += 1;
+}
+
+fn release(held: &mut HashMap<u32, usize>, uid: u32) {
+    if let Some(n) = held.get_mut(&uid) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            held.remove(&uid);
+        }
     }
 }
 
@@ -252,8 +301,12 @@ impl LoopCtx {
             })?;
             earlier.push(dup);
         }
-        let base = self.lp.time();
+        let new = earlier.iter().filter(|dup| dup.is_none()).count();
+        let limit = st.limits.max_pending_handles_per_caller;
+        check_quota(&st.held_handles, uid, new, limit, "pending handles")?;
+        // Wall clock first: a wall-time timer then lands at or after its time, never before.
         let wall_now = SystemTime::now();
+        let base = self.lp.time();
         let mut results = Vec::with_capacity(entries.len());
         for (entry, dup) in entries.into_iter().zip(earlier) {
             let result = match dup {
@@ -328,6 +381,7 @@ impl LoopCtx {
             entry.fingerprint,
             IdemValue::Handle { id, when },
         );
+        hold(&mut st.held_handles, uid);
         st.handles.insert(
             id,
             HandleRec {
@@ -363,7 +417,8 @@ impl LoopCtx {
             rec.state = pb::HandleState::Fired;
             rec.fired_time = Some(fired_time);
             let found = (rec.action.clone(), rec.when, fired_time);
-            st.handle_done(id);
+            let uid = rec.creator_uid;
+            st.handle_done(id, uid);
             found
         };
         let error = self
@@ -375,6 +430,10 @@ impl LoopCtx {
         let error = error.unwrap_or_default();
         let event = if timer {
             let scheduled_time = when.unwrap_or(fired_time);
+            let late_ns = ((fired_time - scheduled_time).max(0.0) * 1e9) as u64;
+            let mut st = self.state.borrow_mut();
+            st.lateness_sum_ns = st.lateness_sum_ns.saturating_add(late_ns);
+            drop(st);
             EventKind::TimerFired(pb::TimerFired {
                 handle_id: id,
                 action: kind,
@@ -424,10 +483,12 @@ impl LoopCtx {
                 EngineHandle::Timer(timer) => timer.cancel(),
                 EngineHandle::Never => {}
             }
-            if matches!(rec.engine, EngineHandle::Never) {
+            let never = matches!(rec.engine, EngineHandle::Never);
+            let uid = rec.creator_uid;
+            if never {
                 st.never_pending = st.never_pending.saturating_sub(1);
             }
-            st.handle_done(id);
+            st.handle_done(id, uid);
         }
         let info = self.handle_info(&st, id)?;
         Ok((cancelled, info))
@@ -524,6 +585,9 @@ impl LoopCtx {
             }
             None => {}
         }
+        let limit = st.limits.max_pending_futures_per_caller;
+        check_quota(&st.held_futures, uid, 1, limit, "pending futures")?;
+        hold(&mut st.held_futures, uid);
         let id = NEXT_FUTURE_ID.fetch_add(1, Ordering::Relaxed);
         st.futures.insert(
             id,
@@ -570,6 +634,8 @@ impl LoopCtx {
             }
             rec.done_at = Some(SystemTime::now());
             let waiters = std::mem::take(&mut rec.waiters);
+            let uid = rec.creator_uid;
+            release(&mut st.held_futures, uid);
             st.futures_pending = st.futures_pending.saturating_sub(1);
             st.done_futures.push_back((Instant::now(), id));
             (self.future_info(&st, id)?, waiters)

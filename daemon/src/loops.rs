@@ -21,7 +21,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -61,11 +61,15 @@ pub struct LoopShared {
     pub name: String,
     /// The loop's events.
     pub ring: Arc<EventRing>,
+    /// The uid of the caller that created the loop, for access control and quotas.
+    pub creator_uid: u32,
     created_at: SystemTime,
     inbox: Mutex<Inbox>,
     wakeup: Condvar,
     handle: OnceLock<LoopHandle>,
     final_info: Mutex<Option<pb::LoopInfo>>,
+    /// When the loop closed, as a daemon-wide sequence number; 0 while open.
+    closed_order: AtomicU64,
     exited: Mutex<Option<oneshot::Receiver<()>>>,
 }
 
@@ -147,6 +151,14 @@ impl LoopShared {
         matches!(lock(&self.inbox).mode, Mode::Closed { .. })
     }
 
+    /// The order in which the loop was closed among all loops; `None` while open.
+    pub fn closed_order(&self) -> Option<u64> {
+        match self.closed_order.load(Ordering::SeqCst) {
+            0 => None,
+            order => Some(order),
+        }
+    }
+
     /// The snapshot taken when the loop closed.
     pub fn final_info(&self) -> Option<pb::LoopInfo> {
         lock(&self.final_info).clone()
@@ -200,7 +212,16 @@ fn drain_inbox() {
         return;
     };
     for job in ctx.shared.take_jobs() {
-        job(&ctx);
+        run_job(&ctx, job);
+    }
+}
+
+/// Runs one job; a panic (a daemon bug) is logged and costs only that request, whose
+/// caller sees its answer channel close.
+fn run_job(ctx: &Rc<LoopCtx>, job: Job) {
+    let run = std::panic::AssertUnwindSafe(|| job(ctx));
+    if std::panic::catch_unwind(run).is_err() {
+        tracing::error!(loop_name = %ctx.name, "a request panicked on the loop thread");
     }
 }
 
@@ -258,6 +279,7 @@ impl LoopCtx {
             futures_pending: st.futures_pending() as u64,
             subscribers: ring.subscribers.load(Ordering::Relaxed),
             last_event_seq: ring.last_seq(),
+            creator_uid: self.shared.creator_uid,
         }
     }
 
@@ -274,7 +296,7 @@ impl LoopCtx {
             timers_pending: (m.timers_pending + st.never_pending()) as u64,
             timers_cancelled: m.timers_cancelled_in_heap as u64,
             timers_fired: m.timers_fired,
-            timer_lateness: Some(histogram(&m.lateness)),
+            timer_lateness: Some(histogram(&m.lateness, st.lateness_sum_ns())),
             time_polling: prost_types::Duration::try_from(m.time_polling).ok(),
             time_running_callbacks: prost_types::Duration::try_from(m.time_in_callbacks).ok(),
             slow_callbacks: m.slow_callbacks,
@@ -324,6 +346,12 @@ impl LoopCtx {
             self.shared.ring.close();
             let info = self.info();
             *lock(&self.shared.final_info) = Some(info);
+            static CLOSED: AtomicU64 = AtomicU64::new(1);
+            let order = CLOSED.fetch_add(1, Ordering::SeqCst);
+            self.shared.closed_order.store(order, Ordering::SeqCst);
+            // Refuse jobs now, before the caller hears back, so that a CreateLoop right
+            // after this CloseLoop already sees the loop closed.
+            drop(self.shared.close_inbox(false));
         }
         Ok(self.info())
     }
@@ -335,21 +363,12 @@ impl LoopCtx {
     }
 }
 
-fn histogram(h: &loopd::LatenessHistogram) -> pb::LatencyHistogram {
+fn histogram(h: &loopd::LatenessHistogram, sum_ns: u64) -> pb::LatencyHistogram {
     let dur = |d: Duration| prost_types::Duration::try_from(d).ok();
-    let bounds = loopd::LATENESS_BUCKET_BOUNDS_NS;
-    let sum_ns: u64 = h
-        .counts
-        .iter()
-        .enumerate()
-        .map(|(i, n)| n.saturating_mul(*bounds.get(i).unwrap_or(&bounds[bounds.len() - 1])))
-        .fold(0u64, u64::saturating_add);
     pb::LatencyHistogram {
-        upper_bounds_ns: bounds.to_vec(),
+        upper_bounds_ns: loopd::LATENESS_BUCKET_BOUNDS_NS.to_vec(),
         counts: h.counts.clone(),
         count: h.total,
-        // The engine keeps bucket counts, not sums: this is the sum of bucket bounds, an
-        // upper estimate.
         sum_ns,
         p50: dur(h.quantile(0.5)),
         p99: dur(h.quantile(0.99)),
@@ -364,6 +383,8 @@ pub struct LoopSettings {
     pub debug: bool,
     /// Slow-callback threshold; `None`: asyncio's 100 ms.
     pub slow_callback: Option<Duration>,
+    /// Who asked for the loop (the daemon's own uid for `default`).
+    pub creator_uid: u32,
 }
 
 /// Starts a loop thread; returns once its engine exists.
@@ -376,6 +397,7 @@ async fn spawn_loop(
     let shared = Arc::new(LoopShared {
         name: name.to_owned(),
         ring: Arc::new(EventRing::new(name, limits.event_ring_capacity)),
+        creator_uid: settings.creator_uid,
         created_at: SystemTime::now(),
         inbox: Mutex::new(Inbox {
             jobs: VecDeque::new(),
@@ -385,6 +407,7 @@ async fn spawn_loop(
         wakeup: Condvar::new(),
         handle: OnceLock::new(),
         final_info: Mutex::new(None),
+        closed_order: AtomicU64::new(0),
         exited: Mutex::new(Some(exited_rx)),
     });
     let (ready_tx, ready_rx) = oneshot::channel();
@@ -403,12 +426,26 @@ async fn spawn_loop(
     Ok(shared)
 }
 
+/// Closes the inbox and the ring however the loop thread ends, panics included, so no
+/// caller waits forever on a thread that is gone.
+struct ThreadGuard(Arc<LoopShared>);
+
+impl Drop for ThreadGuard {
+    fn drop(&mut self) {
+        if !self.0.is_closed() {
+            drop(self.0.close_inbox(false));
+            self.0.ring.close();
+        }
+    }
+}
+
 fn loop_thread(
     shared: Arc<LoopShared>,
     limits: Limits,
     settings: LoopSettings,
     ready: oneshot::Sender<Result<()>>,
 ) {
+    let _guard = ThreadGuard(shared.clone());
     let lp = match EventLoop::new() {
         Ok(lp) => lp,
         Err(err) => {
@@ -487,7 +524,7 @@ fn serve_stopped(ctx: &Rc<LoopCtx>) -> bool {
             return true;
         }
         for job in ctx.shared.wait_jobs() {
-            job(ctx);
+            run_job(ctx, job);
         }
     }
 }
@@ -531,7 +568,12 @@ pub struct Registry {
 impl Registry {
     /// A registry with the `default` loop running.
     pub async fn new(limits: Limits) -> Result<Self> {
-        let default = spawn_loop(DEFAULT_LOOP, &limits, LoopSettings::default()).await?;
+        let settings = LoopSettings {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            creator_uid: unsafe { libc::geteuid() },
+            ..LoopSettings::default()
+        };
+        let default = spawn_loop(DEFAULT_LOOP, &limits, settings).await?;
         let mut loops = BTreeMap::new();
         loops.insert(DEFAULT_LOOP.to_owned(), default);
         Ok(Registry {
@@ -598,6 +640,12 @@ impl Registry {
         Ok(shared)
     }
 
+    /// Forgets the loops closed first, keeping at most `max_loops` closed ones.
+    pub fn forget_closed(&self) {
+        let mut loops = self.loops.write().unwrap_or_else(|p| p.into_inner());
+        forget_closed(&mut loops, self.limits.max_loops);
+    }
+
     /// Makes every later request fail with UNAVAILABLE.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
@@ -618,6 +666,20 @@ impl Registry {
                 }
             }
         }
+    }
+}
+
+/// Closed loops stay listed (with their ring) until replaced; so that creating and
+/// closing loops of ever new names cannot grow memory without bound, once more than
+/// `max_loops` are closed the ones closed first are forgotten (NOT_FOUND afterwards).
+fn forget_closed(loops: &mut BTreeMap<String, Arc<LoopShared>>, max_loops: usize) {
+    let mut closed: Vec<(u64, String)> = loops
+        .iter()
+        .filter_map(|(name, lp)| lp.closed_order().map(|order| (order, name.clone())))
+        .collect();
+    closed.sort_unstable();
+    for (_, name) in closed.iter().take(closed.len().saturating_sub(max_loops)) {
+        loops.remove(name);
     }
 }
 

@@ -12,8 +12,11 @@
 //! - `status`: the one error type and its gRPC codes.
 //!
 //! # Limitations
-//! - Unix socket only (no TCP/TLS yet); the caller's uid is recorded but not enforced.
-//! - Durable timers, transports, processes and signals are not served yet.
+//! - Unix socket only (no TCP/TLS yet). The caller's uid (from the socket's peer
+//!   credentials) is recorded on every loop, handle and future and drives the quotas;
+//!   access control (roles) is not enforced yet.
+//! - Durable timers, transports, processes and signals are not served yet; no admin HTTP
+//!   port (Prometheus, dashboard) yet.
 
 mod config;
 mod events;
@@ -24,6 +27,8 @@ mod service;
 mod socket;
 mod status;
 
+#[cfg(test)]
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,6 +36,11 @@ use anyhow::Context;
 use clap::Parser;
 
 use config::Config;
+
+/// mimalloc, not glibc's malloc: every scheduled callback is a small allocation freed on
+/// another schedule, the pattern where glibc's consolidation costs most (see bench/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// loopd: asyncio event loops as a service.
 #[derive(Parser, Debug)]
@@ -90,9 +100,12 @@ fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: under systemd or in a log file they are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 
@@ -132,5 +145,37 @@ fn main() -> ExitCode {
             eprintln!("loopd: error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("loopd.toml");
+        let text = "socket = \"/from/file.sock\"\nlog_level = \"debug\"\n[limits]\nevent_ring_capacity = 16\n";
+        std::fs::write(&file, text).unwrap();
+        let config_arg = file.to_str().unwrap();
+        let args = Args::parse_from([
+            "loopd",
+            "--config",
+            config_arg,
+            "--event-ring-capacity",
+            "32",
+        ]);
+        let config = args.config().unwrap();
+        assert_eq!(config.socket.as_deref(), Some(Path::new("/from/file.sock")));
+        assert_eq!(config.log_level, "debug");
+        assert_eq!(config.limits.event_ring_capacity, 32, "the flag wins");
+        let args = Args::parse_from(["loopd", "--config", config_arg, "--socket", "/flag.sock"]);
+        assert_eq!(
+            args.config().unwrap().socket.as_deref(),
+            Some(Path::new("/flag.sock"))
+        );
+        let bad = Args::parse_from(["loopd", "--worker-threads", "0"]);
+        assert!(bad.config().is_err());
     }
 }

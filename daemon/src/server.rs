@@ -120,6 +120,20 @@ fn builder(s: &ServerSettings) -> Server {
         // client that hangs holding streams should not hold them forever).
         .http2_keepalive_interval(keepalive)
         .http2_keepalive_timeout(Some(Duration::from_secs(s.keepalive_timeout_secs)))
+        // Flow-control windows of 1 MiB (hyper's server defaults, spelled out): the
+        // connection window caps what one client can make the daemon buffer inbound to
+        // 1 MiB in total, whatever its number of streams. Outbound (events) is paced by
+        // the client's windows.
+        .initial_stream_window_size(Some(1024 * 1024))
+        .initial_connection_window_size(Some(1024 * 1024))
+        // Fixed windows: BDP probing adds PINGs and would grow them past this bound.
+        .http2_adaptive_window(Some(false))
+        // Frames stay at HTTP/2's minimum maximum (16 KiB); larger frames buy nothing
+        // on a local socket.
+        .max_frame_size(Some(16_384))
+        // No server-wide request timeout: Subscribe and WaitFuture are long on purpose;
+        // callers bound their own calls with deadlines (grpc-timeout). No maximum
+        // connection age either: local clients keep one connection for their life.
         // gRPC only: no HTTP/1.1 on this socket.
         .accept_http1(false)
 }

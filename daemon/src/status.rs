@@ -66,6 +66,18 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// A caller would hold more pending handles or futures than its quota.
+    #[error("caller uid {uid} holds {holds} {what} on this loop; its quota is {limit}")]
+    Quota {
+        /// `pending handles` or `pending futures`.
+        what: &'static str,
+        /// The caller.
+        uid: u32,
+        /// What it holds now.
+        holds: usize,
+        /// The quota.
+        limit: usize,
+    },
     /// A future that is already done (asyncio's InvalidStateError).
     #[error("future {0} is already done")]
     FutureAlreadyDone(u64),
@@ -135,6 +147,7 @@ impl Error {
             Error::TooManyLoops(_) | Error::TooLarge { .. } | Error::TooManySubscribers(_) => {
                 Code::ResourceExhausted
             }
+            Error::Quota { .. } => Code::ResourceExhausted,
             Error::Invalid { .. } => Code::InvalidArgument,
             Error::SinceOutOfRange { .. } => Code::OutOfRange,
             Error::DeadlineExceeded(..) => Code::DeadlineExceeded,
@@ -159,7 +172,13 @@ fn engine_code(err: &loopd::Error) -> Code {
 
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
-        Status::new(err.code(), err.to_string())
+        let code = err.code();
+        if code == Code::Internal {
+            tracing::error!("{err}");
+        } else {
+            tracing::debug!(?code, "{err}");
+        }
+        Status::new(code, err.to_string())
     }
 }
 

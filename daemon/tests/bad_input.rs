@@ -300,3 +300,58 @@ async fn malformed_protobuf_bytes_are_refused_and_the_daemon_keeps_serving() {
     }
     still_serving(&channel).await;
 }
+
+#[tokio::test]
+async fn quotas_bound_what_one_caller_holds() {
+    let daemon = Daemon::start_with(
+        "[limits]\nmax_pending_handles_per_caller = 3\nmax_pending_futures_per_caller = 1\n",
+    );
+    let channel = daemon.channel().await;
+    let mut sched = SchedulerServiceClient::new(channel.clone());
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let r = sched
+            .call_later(later("", Some(After::DelaySeconds(60.0))))
+            .await;
+        ids.push(r.unwrap().into_inner().handle_id);
+    }
+    let r = sched
+        .call_later(later("", Some(After::DelaySeconds(60.0))))
+        .await;
+    assert_status(r, Code::ResourceExhausted, "quota is 3");
+    sched
+        .cancel_handle(pb::CancelHandleRequest {
+            r#loop: String::new(),
+            handle_id: ids[0],
+        })
+        .await
+        .unwrap();
+    sched
+        .call_later(later("", Some(After::DelaySeconds(60.0))))
+        .await
+        .expect("cancelling gave the slot back");
+
+    let mut futures = FutureServiceClient::new(channel);
+    let first = futures
+        .create_future(pb::CreateFutureRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .future_id;
+    let r = futures
+        .create_future(pb::CreateFutureRequest::default())
+        .await;
+    assert_status(r, Code::ResourceExhausted, "pending futures");
+    futures
+        .set_result(pb::SetResultRequest {
+            r#loop: String::new(),
+            future_id: first,
+            result: vec![],
+        })
+        .await
+        .unwrap();
+    futures
+        .create_future(pb::CreateFutureRequest::default())
+        .await
+        .expect("a done future gave the slot back");
+}

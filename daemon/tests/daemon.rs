@@ -77,6 +77,15 @@ async fn info_describes_the_daemon_and_its_socket_is_private() {
         .into_inner();
     assert_eq!(info.pid, daemon.pid());
     assert_eq!(info.loops, ["default"]);
+    let default = loopd_proto::LoopServiceClient::new(daemon.channel().await)
+        .get_loop(pb::GetLoopRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .loop_info
+        .unwrap();
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(default.creator_uid, unsafe { libc::geteuid() });
     assert_eq!(info.socket_path, daemon.socket.display().to_string());
     assert_eq!(info.limits.unwrap().event_ring_capacity, 65536);
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -158,4 +167,74 @@ async fn sigterm_ends_open_streams_with_unavailable_and_exits_zero() {
         "{:?}",
         sent.elapsed()
     );
+}
+
+#[test]
+fn without_config_the_socket_and_state_follow_the_xdg_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, state) = (dir.path().join("run"), dir.path().join("state"));
+    std::fs::create_dir(&run).unwrap();
+    let mut child = support::spawn_bare(&[("XDG_RUNTIME_DIR", &run), ("XDG_STATE_HOME", &state)]);
+    let socket = run.join("loopd/loopd.sock");
+    support::wait_for_socket(&socket);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&run.join("loopd")), 0o700);
+    assert_eq!(mode(&socket), 0o660);
+    assert_eq!(mode(&state.join("loopd")), 0o700);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // LOOPD_SOCKET wins over XDG_RUNTIME_DIR.
+    let chosen = dir.path().join("chosen/l.sock");
+    let mut child = support::spawn_bare(&[
+        ("XDG_RUNTIME_DIR", &run),
+        ("XDG_STATE_HOME", &state),
+        ("LOOPD_SOCKET", &chosen),
+    ]);
+    support::wait_for_socket(&chosen);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn reflection_v1alpha_is_served_too() {
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as Alpha;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as AlphaRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as AlphaResponse;
+    let daemon = Daemon::start();
+    let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(AlphaRequest::ListServices(String::new())),
+    };
+    let mut answers = Alpha::new(daemon.channel().await)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(AlphaResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("unexpected answer {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for service in SERVICES {
+        assert!(
+            names.iter().any(|n| n == service),
+            "{service} missing from {names:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stale_socket_left_by_a_crash_is_replaced() {
+    let daemon = Daemon::start();
+    let first = daemon.pid();
+    let daemon = daemon.crash_and_restart();
+    assert!(daemon.socket.exists());
+    let info = DaemonServiceClient::new(daemon.channel().await)
+        .get_info(pb::GetInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.pid, daemon.pid());
+    assert_ne!(info.pid, first);
 }

@@ -150,3 +150,33 @@ async fn filters_and_bad_since_seq() {
     assert_eq!(got.len(), 1);
     assert_eq!(callback_id(&got[0]), Some(ids[2]));
 }
+
+#[tokio::test]
+async fn the_subscriber_limit_is_enforced_and_released() {
+    let daemon = Daemon::start_with("[limits]\nmax_subscribers = 1\n");
+    let channel = daemon.channel().await;
+    let first = subscribe(&channel, "").await;
+    let mut client = EventServiceClient::new(channel.clone());
+    let status = client
+        .subscribe(pb::SubscribeRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains('1'), "{}", status.message());
+    drop(first);
+    // The server notices the cancelled stream asynchronously.
+    let deadline = std::time::Instant::now() + support::WAIT;
+    loop {
+        match client.subscribe(pb::SubscribeRequest::default()).await {
+            Ok(_) => break,
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the slot was never released"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+}

@@ -158,3 +158,136 @@ async fn waits_end_at_the_timeout_or_the_deadline() {
     assert_eq!(negative.code(), Code::InvalidArgument);
     assert!(negative.message().contains("-1"), "{}", negative.message());
 }
+
+#[tokio::test]
+async fn closing_the_loop_fails_a_pending_wait() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut loops = loopd_proto::LoopServiceClient::new(channel.clone());
+    let name = "brief";
+    loops
+        .create_loop(pb::CreateLoopRequest {
+            r#loop: name.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut futures = FutureServiceClient::new(channel.clone());
+    let id = futures
+        .create_future(pb::CreateFutureRequest {
+            r#loop: name.into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .future_id;
+    let waiting = tokio::spawn(async move {
+        futures
+            .wait_future(pb::WaitFutureRequest {
+                r#loop: name.into(),
+                future_id: id,
+                timeout: None,
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    loops
+        .stop_loop(pb::StopLoopRequest {
+            r#loop: name.into(),
+        })
+        .await
+        .unwrap();
+    loops
+        .close_loop(pb::CloseLoopRequest {
+            r#loop: name.into(),
+        })
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(support::WAIT, waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains(&id.to_string()),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn exceptions_and_cancellations_are_reported_as_future_done_events() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut events = loopd_proto::EventServiceClient::new(channel.clone())
+        .subscribe(pb::SubscribeRequest {
+            kinds: vec![pb::EventKind::FutureDone as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut futures = FutureServiceClient::new(channel);
+    let create = || {
+        let mut futures = futures.clone();
+        async move {
+            futures
+                .create_future(pb::CreateFutureRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .future_id
+        }
+    };
+    let (failed, cancelled) = (create().await, create().await);
+    let info = futures
+        .set_exception(pb::SetExceptionRequest {
+            r#loop: String::new(),
+            future_id: failed,
+            message: "boom".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .future
+        .unwrap();
+    assert_eq!(info.state, pb::FutureState::Exception as i32);
+    assert!(info.done_at.is_some());
+    let cancel = futures
+        .cancel_future(pb::CancelFutureRequest {
+            r#loop: String::new(),
+            future_id: cancelled,
+            message: "no longer needed".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(cancel.cancelled);
+    let got = support::collect(&mut events, 2, |_| true).await;
+    let done: Vec<_> = got
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(pb::event::Kind::FutureDone(d)) => Some(d.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(done.len(), 2, "{got:?}");
+    assert_eq!(done[0].future_id, failed);
+    assert_eq!(done[0].state, pb::FutureState::Exception as i32);
+    assert_eq!(done[0].exception_message, "boom");
+    assert_eq!(done[1].future_id, cancelled);
+    assert_eq!(done[1].state, pb::FutureState::Cancelled as i32);
+    assert_eq!(done[1].cancel_message, "no longer needed");
+    let long = futures
+        .set_exception(pb::SetExceptionRequest {
+            r#loop: String::new(),
+            future_id: cancelled,
+            message: "x".repeat(5000),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(long.code(), Code::InvalidArgument);
+    assert!(long.message().contains("5000"), "{}", long.message());
+}

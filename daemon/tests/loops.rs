@@ -239,3 +239,136 @@ async fn create_loop_checks_names_and_duplicates() {
     assert_eq!(status.code(), Code::AlreadyExists);
     assert!(status.message().contains("twice"));
 }
+
+#[tokio::test]
+async fn the_loop_limit_counts_open_loops() {
+    let daemon = Daemon::start_with("[limits]\nmax_loops = 2\n");
+    let mut loops = LoopServiceClient::new(daemon.channel().await);
+    loops.create_loop(create("second")).await.unwrap();
+    let status = loops.create_loop(create("third")).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains('2'), "{}", status.message());
+    let name = || "second".to_string();
+    loops
+        .stop_loop(pb::StopLoopRequest { r#loop: name() })
+        .await
+        .unwrap();
+    loops
+        .close_loop(pb::CloseLoopRequest { r#loop: name() })
+        .await
+        .unwrap();
+    loops
+        .create_loop(create("third"))
+        .await
+        .expect("a closed loop frees its place");
+    // Closed loops are kept, but no more than max_loops of them.
+    for name in ["third", "fourth", "fifth"] {
+        let name = || name.to_string();
+        loops
+            .stop_loop(pb::StopLoopRequest { r#loop: name() })
+            .await
+            .unwrap();
+        loops
+            .close_loop(pb::CloseLoopRequest { r#loop: name() })
+            .await
+            .unwrap();
+        if name() != "fifth" {
+            let next = if name() == "third" { "fourth" } else { "fifth" };
+            loops.create_loop(create(next)).await.unwrap();
+        }
+    }
+    let listed = loops
+        .list_loops(pb::ListLoopsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = listed.loops.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["default", "fifth", "fourth"],
+        "the oldest closed loops go first"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_racing_stop_and_start_are_all_answered_and_run() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut loops = LoopServiceClient::new(channel.clone());
+    loops.create_loop(create("churn")).await.unwrap();
+    let mut events = subscribe(&channel, "churn").await;
+    let flipper = {
+        let mut loops = loops.clone();
+        tokio::spawn(async move {
+            for _ in 0..30 {
+                let name = || "churn".to_string();
+                loops
+                    .stop_loop(pb::StopLoopRequest { r#loop: name() })
+                    .await
+                    .unwrap();
+                loops
+                    .start_loop(pb::StartLoopRequest { r#loop: name() })
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let schedulers: Vec<_> = (0..4)
+        .map(|_| {
+            let mut sched = SchedulerServiceClient::new(channel.clone());
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    let soon = pb::CallSoonRequest {
+                        r#loop: "churn".into(),
+                        ..Default::default()
+                    };
+                    sched.call_soon(soon).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let all = async {
+        flipper.await.unwrap();
+        for s in schedulers {
+            s.await.unwrap();
+        }
+    };
+    tokio::time::timeout(support::WAIT, all)
+        .await
+        .expect("every request was answered");
+    let ran = collect(&mut events, 400, |e| {
+        matches!(e.kind, Some(Kind::CallbackRun(_)))
+    })
+    .await;
+    assert_eq!(ran.len(), 400);
+}
+
+#[tokio::test]
+async fn set_debug_changes_the_mode_and_threshold() {
+    let daemon = Daemon::start();
+    let mut loops = LoopServiceClient::new(daemon.channel().await);
+    let slow = |seconds, nanos| Some(prost_types::Duration { seconds, nanos });
+    let info = loops
+        .set_debug(pb::SetDebugRequest {
+            r#loop: String::new(),
+            debug: true,
+            slow_callback_duration: slow(0, 5_000_000),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .loop_info
+        .unwrap();
+    assert!(info.debug);
+    assert_eq!(info.slow_callback_duration, slow(0, 5_000_000));
+    let status = loops
+        .set_debug(pb::SetDebugRequest {
+            r#loop: String::new(),
+            debug: false,
+            slow_callback_duration: slow(-2, 0),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("-2"), "{}", status.message());
+}

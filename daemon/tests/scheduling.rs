@@ -42,11 +42,30 @@ async fn a_hundred_random_timers_fire_in_deadline_order_and_never_early() {
     expected.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let expected: Vec<u64> = expected.iter().map(|w| w.1).collect();
     assert_eq!(order, expected, "timers fire by deadline, ties by id");
+    let mut late_sum_ns = 0u64;
     for f in got.iter().filter_map(fired) {
         assert!(f.fired_time >= f.scheduled_time, "early: {f:?}");
         let lateness = f.lateness.expect("lateness");
         assert!(lateness.seconds >= 0 && lateness.nanos >= 0, "{lateness:?}");
+        late_sum_ns += lateness.seconds as u64 * 1_000_000_000 + lateness.nanos as u64;
     }
+    let metrics = loopd_proto::DaemonServiceClient::new(daemon.channel().await)
+        .get_metrics(pb::GetMetricsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let default = &metrics.loops[0];
+    assert_eq!(default.timers_fired, 100);
+    let hist = default.timer_lateness.as_ref().unwrap();
+    assert_eq!(hist.count, 100);
+    assert_eq!(hist.counts.iter().sum::<u64>(), 100);
+    assert_eq!(hist.counts.len(), hist.upper_bounds_ns.len() + 1);
+    // Event lateness is rounded to whole ns per timer; the loop's sum is too.
+    assert!(
+        hist.sum_ns.abs_diff(late_sum_ns) <= 100,
+        "{} vs {late_sum_ns}",
+        hist.sum_ns
+    );
 }
 
 #[tokio::test]
@@ -233,4 +252,132 @@ async fn call_soon_runs_in_order_and_the_schedule_stream_answers_each_batch() {
         })
         .collect();
     assert_eq!(order, ids);
+}
+
+#[tokio::test]
+async fn handles_are_listed_a_page_at_a_time() {
+    let daemon = Daemon::start();
+    let mut client = SchedulerServiceClient::new(daemon.channel().await);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let resp = client
+            .call_later(later(60.0, &i.to_string()))
+            .await
+            .unwrap();
+        ids.push(resp.into_inner().handle_id);
+    }
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    for page in 0.. {
+        assert!(page < 5, "pagination does not end");
+        let resp = client
+            .list_handles(pb::ListHandlesRequest {
+                page_size: 2,
+                page_token: token.clone(),
+                kind: pb::HandleKind::Timer as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(resp.handles.len() <= 2);
+        listed.extend(resp.handles.iter().map(|h| h.handle_id));
+        token = resp.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(listed, ids);
+    let bad = client
+        .list_handles(pb::ListHandlesRequest {
+            page_token: "garbage".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("garbage"), "{}", bad.message());
+}
+
+#[tokio::test]
+async fn a_wall_clock_timer_fires_at_its_time() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut events = subscribe(&channel, "").await;
+    let mut client = SchedulerServiceClient::new(channel);
+    let at = std::time::SystemTime::now() + std::time::Duration::from_millis(50);
+    let resp = client
+        .call_at_wall_time(pb::CallAtWallTimeRequest {
+            when: Some(at.into()),
+            action: emit("wall"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let got = collect(&mut events, 1, |e| fired(e).is_some()).await;
+    assert_eq!(fired(&got[0]).unwrap().handle_id, resp.handle_id);
+    assert!(
+        std::time::SystemTime::now() >= at,
+        "fired before its wall time"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_batch_ends_the_schedule_stream_and_earlier_batches_stay() {
+    let daemon = Daemon::start();
+    let mut client = SchedulerServiceClient::new(daemon.channel().await);
+    let entry = |secs: f64| pb::ScheduleEntry {
+        when: Some(pb::schedule_entry::When::DelaySeconds(secs)),
+        action: None,
+        request_id: String::new(),
+    };
+    let batches = vec![
+        pb::ScheduleBatchRequest {
+            r#loop: String::new(),
+            entries: vec![entry(60.0)],
+        },
+        pb::ScheduleBatchRequest {
+            r#loop: String::new(),
+            entries: vec![entry(60.0), entry(f64::NAN)],
+        },
+        pb::ScheduleBatchRequest {
+            r#loop: String::new(),
+            entries: vec![entry(60.0)],
+        },
+    ];
+    let mut answers = client
+        .schedule(tokio_stream::iter(batches))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = answers.message().await.unwrap().unwrap();
+    let status = answers.message().await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("entry 1") && status.message().contains("NaN"),
+        "{}",
+        status.message()
+    );
+    let kept = client
+        .get_handle(pb::GetHandleRequest {
+            r#loop: String::new(),
+            handle_id: first.results[0].handle_id,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .handle
+        .unwrap();
+    assert_eq!(kept.state, pb::HandleState::Pending as i32);
+    let listed = client
+        .list_handles(pb::ListHandlesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        listed.handles.len(),
+        1,
+        "the failed batch scheduled nothing"
+    );
 }

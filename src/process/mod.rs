@@ -29,6 +29,8 @@
 //!   already collected elsewhere.
 
 mod pidfd;
+mod spawn;
+mod subprocess;
 mod threaded;
 
 use std::cell::RefCell;
@@ -39,6 +41,8 @@ use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
 
 pub use pidfd::PidfdChildWatcher;
+pub use spawn::{Stdio, SubprocessOptions};
+pub use subprocess::{Output, PipeTransport, SubprocessProtocol, SubprocessTransport};
 pub use threaded::ThreadedChildWatcher;
 
 /// What a child watcher calls when a child exits: `callback(pid, returncode)`, on the

@@ -7,7 +7,7 @@ use loopd_proto::LoopService;
 use loopd_proto::pb;
 use tonic::{Request, Response, Status};
 
-use super::{Api, non_negative};
+use super::{Api, caller_uid, non_negative};
 use crate::loops::LoopSettings;
 use crate::status::{Error, Result};
 
@@ -45,6 +45,7 @@ impl LoopService for Api {
         &self,
         request: Request<pb::CreateLoopRequest>,
     ) -> Result<Response<pb::CreateLoopResponse>, Status> {
+        let creator_uid = caller_uid(&request);
         let req = request.into_inner();
         let slow_callback = req
             .slow_callback_duration
@@ -54,6 +55,7 @@ impl LoopService for Api {
         let settings = LoopSettings {
             debug: req.debug,
             slow_callback,
+            creator_uid,
         };
         let shared = self.daemon.registry.create(&req.r#loop, settings).await?;
         let info = shared.info().await?;
@@ -111,6 +113,7 @@ impl LoopService for Api {
             Err(Error::LoopClosed(name)) => shared.final_info().ok_or(Error::LoopClosed(name))?,
             other => other?,
         };
+        self.daemon.registry.forget_closed();
         Ok(Response::new(pb::CloseLoopResponse {
             loop_info: Some(info),
         }))

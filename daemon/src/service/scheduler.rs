@@ -175,11 +175,21 @@ impl SchedulerService for Api {
         let uid = caller_uid(&request);
         let inbound = request.into_inner();
         let api = self.clone();
+        let shutdown = self.daemon.shutdown.clone();
         let stream = futures_util::stream::unfold(Some(inbound), move |state| {
             let api = api.clone();
+            let mut shutdown = shutdown.clone();
             async move {
                 let mut inbound = state?;
-                let batch = match inbound.next().await? {
+                // Shutdown ends a stream whose client is idle, so draining cannot hang.
+                let next = tokio::select! {
+                    biased;
+                    () = async { let _ = shutdown.wait_for(|down| *down).await; } => {
+                        return Some((Err(Error::ShuttingDown.into()), None));
+                    }
+                    next = inbound.next() => next?,
+                };
+                let batch = match next {
                     Ok(batch) => batch,
                     Err(status) => return Some((Err(status), None)),
                 };

@@ -40,6 +40,20 @@ impl Daemon {
         daemon
     }
 
+    /// Kills the daemon with SIGKILL (leaving its socket file behind, as a crash would)
+    /// and starts a new one on the same directory and socket.
+    pub fn crash_and_restart(mut self) -> Self {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let config =
+            std::fs::read_to_string(self.dir.path().join("loopd.toml")).unwrap_or_default();
+        let child = spawn(self.dir.path(), &self.socket, &config, Stdio::inherit());
+        let old = std::mem::replace(&mut self.child, child);
+        drop(old);
+        self.wait_for_socket();
+        self
+    }
+
     fn wait_for_socket(&self) {
         let deadline = Instant::now() + WAIT;
         while Instant::now() < deadline {
@@ -136,6 +150,35 @@ fn spawn(dir: &Path, socket: &Path, config: &str, stderr: Stdio) -> Child {
         .stderr(stderr)
         .spawn()
         .expect("spawn loopd")
+}
+
+/// Starts `loopd` with no flags and no config, only `env`; the caller waits and kills.
+pub fn spawn_bare(env: &[(&str, &Path)]) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_loopd"));
+    command
+        .env_remove("LOOPD_SOCKET")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("XDG_STATE_HOME")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.spawn().expect("spawn loopd")
+}
+
+/// Waits until `path` accepts a connection, or panics after [`WAIT`].
+pub fn wait_for_socket(path: &Path) {
+    let deadline = Instant::now() + WAIT;
+    while std::os::unix::net::UnixStream::connect(path).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Connects to a daemon's Unix socket.

@@ -33,8 +33,8 @@ use crate::exception::{ExceptionContext, ExceptionHandler, PanicError};
 use crate::handle::{Handle, OnceCell, Runnable, TimerHandle};
 use crate::metrics::{Counters, Metrics, bump};
 use crate::remote::{LoopHandle, Remote, RemoteCallback};
-use crate::timer::TimerHeap;
 use crate::timer::timerfd::TimerFd;
+use crate::timer::{TimerHeap, settle_popped};
 
 /// The longest the poll ever sleeps while a timer is pending (asyncio's
 /// `MAXIMUM_SELECT_TIMEOUT`); later timers simply take several polls.
@@ -51,6 +51,8 @@ const EVENTS_CAPACITY: usize = 1024;
 /// An entry in the ready queue.
 pub(crate) enum Ready {
     Local(Rc<dyn Runnable>),
+    /// A timer that became due, and how late (ns): counted as fired only if it runs.
+    Timer(Rc<dyn Runnable>, Nanos),
     Remote(RemoteCallback),
 }
 
@@ -462,11 +464,10 @@ impl EventLoop {
     fn drain_due_timers(&self) {
         let now = clock::now();
         let mut ready = self.core.ready.borrow_mut();
-        let counters = &self.core.counters;
-        self.core.timers.borrow_mut().drain_due(now, |cell, late| {
-            counters.record_lateness(late);
-            ready.push_back(Ready::Local(cell));
-        });
+        self.core
+            .timers
+            .borrow_mut()
+            .drain_due(now, |cell, late| ready.push_back(Ready::Timer(cell, late)));
     }
 
     /// Runs exactly the callbacks that are ready now: the ready queue becomes the batch and
@@ -475,11 +476,21 @@ impl EventLoop {
         let started = clock::now();
         let mut batch = std::mem::take(&mut *self.core.batch.borrow_mut());
         std::mem::swap(&mut batch, &mut *self.core.ready.borrow_mut());
+        let heap_cancelled = self.core.timers.borrow().cancelled_counter();
+        let counters = &self.core.counters;
         let mut ran = 0;
         for item in batch.drain(..) {
             match item {
                 Ready::Local(cell) if cell.header().is_cancelled() => continue,
                 Ready::Local(cell) => self.run_guarded(|| cell.callback_name(), || cell.run()),
+                Ready::Timer(cell, late) => {
+                    settle_popped(&*cell, &heap_cancelled);
+                    if cell.header().is_cancelled() {
+                        continue;
+                    }
+                    counters.record_lateness(late);
+                    self.run_guarded(|| cell.callback_name(), || cell.run());
+                }
                 Ready::Remote(callback) => {
                     self.run_guarded(|| "call_soon_threadsafe callback", callback)
                 }
@@ -487,7 +498,6 @@ impl EventLoop {
             ran += 1;
         }
         *self.core.batch.borrow_mut() = batch;
-        let counters = &self.core.counters;
         bump(&counters.callbacks_run, ran);
         counters
             .in_callbacks

@@ -38,6 +38,12 @@ impl Header {
         self.flags.set(flags | CANCELLED);
         Some(flags & IN_HEAP != 0)
     }
+    /// Clears `IN_HEAP`; returns whether it was set.
+    pub(crate) fn take_in_heap(&self) -> bool {
+        let flags = self.flags.get();
+        self.flags.set(flags & !IN_HEAP);
+        flags & IN_HEAP != 0
+    }
     pub(crate) fn set_in_heap(&self, in_heap: bool) {
         let flags = self.flags.get() & !IN_HEAP;
         self.flags

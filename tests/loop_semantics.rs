@@ -524,3 +524,36 @@ fn metrics_count_iterations_callbacks_and_timers() {
     assert!(m.iterations >= 2);
     assert_eq!((m.timers_pending, m.ready_len), (0, 0));
 }
+
+#[test]
+fn a_timer_cancelling_another_due_in_the_same_batch_keeps_the_books_straight() {
+    let (lp, log) = (new_loop(), Log::default());
+    let victim = Rc::new(RefCell::new(None::<loopd::TimerHandle>));
+    let slot = victim.clone();
+    let at = lp.time() + 0.002;
+    lp.call_at_loop_time(at, move || slot.borrow().as_ref().unwrap().cancel())
+        .unwrap();
+    *victim.borrow_mut() = Some(lp.call_at_loop_time(at, logger(&log, "victim")).unwrap());
+    stop_after(&lp, Duration::from_millis(10));
+    lp.run_forever().unwrap();
+    assert!(
+        log.borrow().is_empty(),
+        "cancelled after it was due, before it ran"
+    );
+    let m = lp.metrics();
+    assert_eq!(m.timers_fired, 2, "the canceller and the stopper");
+    assert_eq!(
+        (
+            m.timers_pending,
+            m.timers_cancelled_in_heap,
+            m.timer_heap_len
+        ),
+        (0, 0, 0)
+    );
+    victim.borrow().as_ref().unwrap().cancel();
+    assert_eq!(
+        lp.metrics().timers_cancelled_in_heap,
+        0,
+        "cancelling again counts nothing"
+    );
+}

@@ -6,12 +6,14 @@
 # Needs: cargo, python3 with the venv module, and PyPI reachable the first time (grpcio
 # and grpcio-tools go into bench/.venv, which is gitignored). Exits 127 when a tool is
 # missing, 1 when a step fails. Set RPC_BENCH_OUT=dir to keep the raw JSON lines and the
-# servers' logs there; RPC_BENCH_SECONDS sets each closed-loop run's length (default 3).
+# servers' logs there; RPC_BENCH_SECONDS sets each closed-loop run's length (default 3),
+# RPC_BENCH_ROUNDS the number of alternating loopd/bare unary rounds (default 3).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 VENV=bench/.venv
 SECONDS_EACH=${RPC_BENCH_SECONDS:-3}
+ROUNDS=${RPC_BENCH_ROUNDS:-3}
 
 fail() {
     echo "bench/rpc.sh: $*" >&2
@@ -113,15 +115,19 @@ measure() {
         die "the load tool failed against $server ($*)"
 }
 
-step "measuring (about $((SECONDS_EACH * 5 + 15)) s) ..."
+step "measuring (about $(((SECONDS_EACH + 1) * (2 * ROUNDS + 3) + 15)) s) ..."
 # Fire latency first, on a daemon that holds no timers yet: the later runs leave
 # millions of 3600 s timers pending.
 measure loopd fire-latency
 measure loopd events --subscribers 1
 measure loopd events --subscribers 10
-for server in loopd bare grpcio; do
-    measure "$server" unary
+# Unary rounds alternate loopd and bare, so that both see the same background load; the
+# table takes the median of each.
+for _ in $(seq "$ROUNDS"); do
+    measure loopd unary
+    measure bare unary
 done
+measure grpcio unary
 measure loopd batch
 measure bare batch
 

@@ -5,10 +5,13 @@ Usage: rpc_table.py FILE.jsonl...  (each line: {"server", "name", "value", "unit
 server is loopd, bare or grpcio)
 
 Prints: figure | loopd | bare tonic | grpcio | loopd/bare | goal. The goals are issue 3's.
+A figure measured more than once (rpc.sh's alternating unary rounds) shows its median,
+and the runs are listed under the table.
 Exits non-zero if a line is not such an object, or if loopd's unary figure is missing.
 """
 
 import json
+import statistics
 import sys
 
 SERVERS = ("loopd", "bare", "grpcio")
@@ -60,7 +63,7 @@ def cell(value):
 
 
 def main(paths):
-    fig = {}
+    runs = {}
     for path in paths:
         with open(path) as f:
             for n, line in enumerate(f, 1):
@@ -68,9 +71,11 @@ def main(paths):
                     continue
                 try:
                     obj = json.loads(line)
-                    fig[(obj["server"], obj["name"])] = float(obj["value"])
+                    key = (obj["server"], obj["name"])
+                    runs.setdefault(key, []).append(float(obj["value"]))
                 except (ValueError, KeyError, TypeError) as err:
                     sys.exit(f"{path}:{n}: not a figure ({err}): {line.strip()}")
+    fig = {key: statistics.median(values) for key, values in runs.items()}
     if ("loopd", "unary_rps") not in fig:
         sys.exit("no loopd unary_rps figure")
     header = ["figure", "loopd", "bare tonic", "grpcio", "loopd/bare", "goal"]
@@ -87,6 +92,11 @@ def main(paths):
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in rows:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+    repeated = {key: values for key, values in runs.items() if len(values) > 1}
+    if repeated:
+        print()
+    for (server, name), values in sorted(repeated.items()):
+        print(f"{server} {name}: median of {', '.join(map(cell, values))}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@
 //!   default: on a 2-vCPU machine, a second client thread would take the daemon's vCPU.
 //! - A figure is only printed for a run that did what it claims: any RPC error, a Gap in
 //!   an event stream or a missing event fails the run (exit 1) instead.
+//! - The tool (so the bare server, and the client) uses mimalloc, as the daemon does: with
+//!   glibc's malloc the bare server was not the ceiling, loopd outran it.
 //! - Without `--bench` in argv (so under `cargo test --all-targets`) it does nothing and
 //!   exits 0: measuring needs a server, which `bench/rpc.sh` starts.
 
@@ -34,6 +36,9 @@ use loopd_proto::{
 use tokio_stream::Stream;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Request, Response, Status, Streaming};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(about = "loopd RPC load tool (see bench/README.md)")]

@@ -96,11 +96,15 @@ pub trait ChildWatcher: Send + Sync {
     /// Removes the callback for `pid` from `lp`. Returns whether there was one; `false`
     /// once the child has been reaped (its callback is then already scheduled). The child
     /// is still reaped when it exits, so it does not stay a zombie.
-    fn remove_child_handler(&self, lp: &EventLoop, pid: u32) -> bool;
+    fn remove_child_handler(&self, lp: &EventLoop, pid: u32) -> bool {
+        lp.remove_child_callback(pid)
+    }
 
     /// asyncio's `attach_loop`. Handlers name their loop in `add_child_handler`, so the
     /// watchers here need no attached loop and do nothing; custom watchers may.
-    fn attach_loop(&self, lp: Option<&EventLoop>) -> Result<()>;
+    fn attach_loop(&self, _lp: Option<&EventLoop>) -> Result<()> {
+        Ok(())
+    }
 
     /// Whether the watcher accepts new handlers (it was not closed).
     fn is_active(&self) -> bool;

@@ -83,14 +83,6 @@ impl ChildWatcher for PidfdChildWatcher {
         })
     }
 
-    fn remove_child_handler(&self, lp: &EventLoop, pid: u32) -> bool {
-        lp.remove_child_callback(pid)
-    }
-
-    fn attach_loop(&self, _lp: Option<&EventLoop>) -> Result<()> {
-        Ok(())
-    }
-
     fn is_active(&self) -> bool {
         !self.closed.load(Ordering::Acquire)
     }

@@ -131,19 +131,16 @@ impl TimerHeap {
 
     /// Hands every timer with `deadline <= now` to `on_due` in `(deadline, seq)` order, with
     /// its lateness in nanoseconds, without reading its cell: cancelled ones included, which
-    /// the ready batch skips (see [`settle_popped`]). Returns how many were due.
+    /// the ready batch skips (see [`settle_popped`]).
     pub(crate) fn drain_due(
         &mut self,
         now: Nanos,
         mut on_due: impl FnMut(Rc<dyn Runnable>, Nanos),
-    ) -> usize {
-        let mut due = 0;
+    ) {
         while self.heap.peek().is_some_and(|top| top.deadline <= now) {
             let Some(entry) = self.heap.pop() else { break };
             on_due(entry.cell, now - entry.deadline);
-            due += 1;
         }
-        due
     }
 
     /// The shared count of cancelled entries, for [`settle_popped`].

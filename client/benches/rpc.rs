@@ -27,14 +27,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
 use clap::{Parser, Subcommand};
-use hyper_util::rt::TokioIo;
 use loopd_proto::pb;
 use loopd_proto::{
     EventServiceClient, LoopServiceClient, SchedulerService, SchedulerServiceClient,
     SchedulerServiceServer,
 };
 use tokio_stream::Stream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 #[global_allocator]
@@ -148,18 +147,7 @@ fn micros(d: Duration) -> f64 {
 
 /// A channel over the Unix socket at `path` (one HTTP/2 connection).
 async fn connect(path: &str) -> anyhow::Result<Channel> {
-    let path = path.to_owned();
-    let channel = Endpoint::try_from("http://localhost")?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(stream))
-            }
-        }))
-        .await
-        .context("connecting")?;
-    Ok(channel)
+    loopd_client::unix_channel(path).await.context("connecting")
 }
 
 fn hour_later() -> pb::CallLaterRequest {

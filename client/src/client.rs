@@ -64,7 +64,7 @@ impl Client {
     /// Fails with [`Error::Connect`] if nothing answers there.
     pub async fn connect_to(target: Target) -> Result<Client> {
         let channel = match &target {
-            Target::Unix(path) => connect_unix(path.clone()).await,
+            Target::Unix(path) => unix_channel(path.clone()).await,
         };
         let channel = channel.map_err(|source| Error::Connect {
             target: target.to_string(),
@@ -85,9 +85,11 @@ impl Client {
     }
 }
 
-/// An HTTP/2 channel over a Unix socket. The URI is a placeholder: the connector
-/// ignores it, and `localhost` is what the daemon sees as `:authority`.
-async fn connect_unix(path: PathBuf) -> Result<Channel, tonic::transport::Error> {
+/// An HTTP/2 channel over the Unix socket at `path`, for callers that want the raw
+/// generated clients (tests, load tools). The URI is a placeholder: the connector ignores
+/// it, and `localhost` is what the daemon sees as `:authority`.
+pub async fn unix_channel(path: impl Into<PathBuf>) -> Result<Channel, tonic::transport::Error> {
+    let path = path.into();
     let endpoint = Endpoint::from_static("http://localhost");
     endpoint
         .connect_with_connector(tower::service_fn(move |_: Uri| {

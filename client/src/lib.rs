@@ -54,7 +54,7 @@ mod loops;
 mod scheduler;
 pub mod target;
 
-pub use client::Client;
+pub use client::{Client, unix_channel};
 pub use daemon::{DaemonInfo, DaemonLimits, LatencyHistogram, LoopMetrics, Metrics};
 pub use error::{Code, Error, Result, code_name};
 pub use events::{

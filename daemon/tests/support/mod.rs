@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use loopd_proto::pb;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 /// How long any single wait in the tests may take.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -183,16 +182,7 @@ pub fn wait_for_socket(path: &Path) {
 
 /// Connects to a daemon's Unix socket.
 pub async fn connect(path: &Path) -> Channel {
-    let path = path.to_owned();
-    Endpoint::try_from("http://localhost")
-        .expect("endpoint")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(stream))
-            }
-        }))
+    loopd_client::unix_channel(path)
         .await
         .expect("connect to loopd")
 }

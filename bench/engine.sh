@@ -8,26 +8,11 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-VENV=bench/.venv
 
-fail() {
-    echo "bench/engine.sh: $*" >&2
-    exit 127
-}
-
-command -v cargo >/dev/null || fail "cargo not found: install Rust (https://rustup.rs)"
-command -v python3 >/dev/null || fail "python3 not found: install Python 3.8 or later"
-python3 -c 'import venv, ensurepip' 2>/dev/null ||
-    fail "python3 cannot make a venv (Debian/Ubuntu: apt-get install python3-venv)"
-
-if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV" || fail "python3 -m venv $VENV failed"
-fi
-if ! "$VENV/bin/python" -c 'import uvloop' 2>/dev/null; then
-    echo "installing uvloop into $VENV ..." >&2
-    "$VENV/bin/python" -m pip install --quiet uvloop ||
-        fail "pip install uvloop failed (is PyPI reachable?)"
-fi
+BENCH_NAME=bench/engine.sh
+# shellcheck source=bench/venv.sh
+. bench/venv.sh
+ensure_venv "uvloop" uvloop
 
 out=${ENGINE_BENCH_OUT:-$(mktemp -d)}
 mkdir -p "$out"

@@ -11,28 +11,13 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-VENV=bench/.venv
 SECONDS_EACH=${RPC_BENCH_SECONDS:-3}
 ROUNDS=${RPC_BENCH_ROUNDS:-3}
 
-fail() {
-    echo "bench/rpc.sh: $*" >&2
-    exit 127
-}
-
-command -v cargo >/dev/null || fail "cargo not found: install Rust (https://rustup.rs)"
-command -v python3 >/dev/null || fail "python3 not found: install Python 3.8 or later"
-python3 -c 'import venv, ensurepip' 2>/dev/null ||
-    fail "python3 cannot make a venv (Debian/Ubuntu: apt-get install python3-venv)"
-
-if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV" || fail "python3 -m venv $VENV failed"
-fi
-if ! "$VENV/bin/python" -c 'import grpc, grpc_tools' 2>/dev/null; then
-    echo "installing grpcio and grpcio-tools into $VENV ..." >&2
-    "$VENV/bin/python" -m pip install --quiet grpcio grpcio-tools ||
-        fail "pip install grpcio grpcio-tools failed (is PyPI reachable?)"
-fi
+BENCH_NAME=bench/rpc.sh
+# shellcheck source=bench/venv.sh
+. bench/venv.sh
+ensure_venv "grpc, grpc_tools" grpcio grpcio-tools
 
 out=${RPC_BENCH_OUT:-$(mktemp -d)}
 mkdir -p "$out"

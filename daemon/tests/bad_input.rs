@@ -131,18 +131,7 @@ async fn a_closed_loop_is_a_failed_precondition() {
         })
         .await
         .unwrap();
-    loops
-        .stop_loop(pb::StopLoopRequest {
-            r#loop: name.into(),
-        })
-        .await
-        .unwrap();
-    loops
-        .close_loop(pb::CloseLoopRequest {
-            r#loop: name.into(),
-        })
-        .await
-        .unwrap();
+    support::stop_and_close(&mut loops, name).await;
     let create = pb::CreateFutureRequest {
         r#loop: name.into(),
         request_id: String::new(),

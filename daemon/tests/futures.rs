@@ -192,18 +192,7 @@ async fn closing_the_loop_fails_a_pending_wait() {
             .await
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    loops
-        .stop_loop(pb::StopLoopRequest {
-            r#loop: name.into(),
-        })
-        .await
-        .unwrap();
-    loops
-        .close_loop(pb::CloseLoopRequest {
-            r#loop: name.into(),
-        })
-        .await
-        .unwrap();
+    support::stop_and_close(&mut loops, name).await;
     let status = tokio::time::timeout(support::WAIT, waiting)
         .await
         .unwrap()

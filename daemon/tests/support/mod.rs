@@ -245,3 +245,15 @@ pub async fn subscribe_since(
         .expect("subscribe")
         .into_inner()
 }
+
+/// Stops and then closes loop `name` (a closed loop for tests of what comes after).
+pub async fn stop_and_close(loops: &mut loopd_proto::LoopServiceClient<Channel>, name: &str) {
+    let stop = pb::StopLoopRequest {
+        r#loop: name.into(),
+    };
+    loops.stop_loop(stop).await.expect("StopLoop");
+    let close = pb::CloseLoopRequest {
+        r#loop: name.into(),
+    };
+    loops.close_loop(close).await.expect("CloseLoop");
+}

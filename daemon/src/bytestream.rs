@@ -463,10 +463,111 @@ impl Drop for StreamReader {
     }
 }
 
+/// The largest chunk one gRPC message carries.
+pub const MAX_CHUNK: usize = 256 * 1024;
+
+/// What a credit-based read needs besides the reader: the credits as the client sends
+/// them, and the daemon's shutdown signal.
+pub struct CreditedRead<C> {
+    /// The reader, opened at the client's offset.
+    pub reader: StreamReader,
+    /// Credits in bytes, in the order the client sent them; the client may end this
+    /// stream (half-close) and still receive what it granted before.
+    pub credits: C,
+    /// Becomes `true` when the daemon shuts down: the stream then ends with UNAVAILABLE.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+struct ReadState<C> {
+    read: CreditedRead<C>,
+    credit: u64,
+    credits_open: bool,
+}
+
+/// Serves a reader as a gRPC response stream of `ByteChunk`s, never sending more bytes
+/// than the client has granted. Lazy like the event stream: a chunk is taken from the
+/// stream only when tonic asks for the next message, so an unread stream holds the
+/// producer back instead of piling up in memory.
+///
+/// The response ends after the chunk that carries the end (EOF or the error), when the
+/// client ends its credits with none left, or with UNAVAILABLE at shutdown; a credit
+/// stream that fails ends the response with that error.
+pub fn serve_credited<C>(
+    read: CreditedRead<C>,
+) -> impl futures_util::Stream<Item = Result<loopd_proto::pb::ByteChunk, tonic::Status>> + Send
+where
+    C: futures_util::Stream<Item = Result<u64, tonic::Status>> + Send + Unpin + 'static,
+{
+    let state = ReadState {
+        read,
+        credit: 0,
+        credits_open: true,
+    };
+    futures_util::stream::unfold(Some(state), |state| async move {
+        let mut state = state?;
+        match next_credited(&mut state).await {
+            Ok(Some(chunk)) => {
+                let last = chunk.eof;
+                Some((Ok(chunk), (!last).then_some(state)))
+            }
+            Ok(None) => None,
+            Err(status) => Some((Err(status), None)),
+        }
+    })
+}
+
+/// The next chunk to send, waiting for credit, bytes or shutdown.
+async fn next_credited<C>(
+    state: &mut ReadState<C>,
+) -> Result<Option<loopd_proto::pb::ByteChunk>, tonic::Status>
+where
+    C: futures_util::Stream<Item = Result<u64, tonic::Status>> + Send + Unpin,
+{
+    use futures_util::StreamExt;
+    loop {
+        if state.credit == 0 && !state.credits_open {
+            return Ok(None);
+        }
+        let want = state.credit.min(MAX_CHUNK as u64) as usize;
+        let ReadState {
+            read,
+            credit,
+            credits_open,
+        } = state;
+        tokio::select! {
+            biased;
+            () = async { let _ = read.shutdown.wait_for(|down| *down).await; } => {
+                return Err(crate::status::Error::ShuttingDown.into());
+            }
+            more = read.credits.next(), if *credits_open => match more {
+                Some(Ok(bytes)) => *credit = credit.saturating_add(bytes),
+                Some(Err(status)) => return Err(status),
+                None => *credits_open = false,
+            },
+            chunk = read.reader.next(want), if want > 0 => {
+                let Some(chunk) = chunk else { return Ok(None) };
+                *credit -= chunk.data.len() as u64;
+                let (eof, error) = match chunk.end {
+                    None => (false, String::new()),
+                    Some(StreamEnd::Eof) => (true, String::new()),
+                    Some(StreamEnd::Error(message)) => (true, message),
+                };
+                return Ok(Some(loopd_proto::pb::ByteChunk {
+                    offset: chunk.offset,
+                    data: chunk.data,
+                    eof,
+                    error,
+                }));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     fn config(window: usize, retain: usize, pause_without_reader: bool) -> StreamConfig {
         StreamConfig {
@@ -495,6 +596,75 @@ mod tests {
             }
         }
         (bytes, None)
+    }
+
+    fn credited(
+        reader: StreamReader,
+        credits: Vec<u64>,
+    ) -> (
+        impl futures_util::Stream<Item = Result<loopd_proto::pb::ByteChunk, tonic::Status>>,
+        tokio::sync::mpsc::UnboundedSender<Result<u64, tonic::Status>>,
+        tokio::sync::watch::Sender<bool>,
+    ) {
+        let (credit_tx, credit_rx) = tokio::sync::mpsc::unbounded_channel();
+        for credit in credits {
+            credit_tx.send(Ok(credit)).expect("receiver is alive");
+        }
+        let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+        let stream = serve_credited(CreditedRead {
+            reader,
+            credits: tokio_stream::wrappers::UnboundedReceiverStream::new(credit_rx),
+            shutdown,
+        });
+        (Box::pin(stream), credit_tx, shutdown_tx)
+    }
+
+    #[tokio::test]
+    async fn a_credited_read_never_sends_more_than_the_credit() {
+        use futures_util::StreamExt;
+        let stream = ByteStream::new(config(1 << 20, 0, true));
+        stream.push(&[5; 3000]);
+        let reader = stream.open(None).expect("open");
+        let (mut chunks, credit_tx, _shutdown) = credited(reader, vec![1000, 500]);
+        let mut got = 0;
+        while got < 1500 {
+            let chunk = chunks.next().await.expect("chunk").expect("ok");
+            assert_eq!(chunk.offset, got);
+            got += chunk.data.len() as u64;
+        }
+        assert_eq!(got, 1500, "exactly the credit granted");
+        let pending = tokio::time::timeout(Duration::from_millis(50), chunks.next()).await;
+        assert!(pending.is_err(), "no credit left: nothing more is sent");
+        stream.finish(StreamEnd::Error("reset by peer".into()));
+        credit_tx.send(Ok(10_000)).expect("open");
+        drop(credit_tx);
+        let rest = chunks.next().await.expect("chunk").expect("ok");
+        assert_eq!(
+            (rest.offset, rest.data.len(), rest.eof),
+            (1500, 1500, false)
+        );
+        let last = chunks.next().await.expect("end chunk").expect("ok");
+        assert!(last.eof);
+        assert_eq!(last.error, "reset by peer");
+        assert!(chunks.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_credited_read_ends_with_its_credits_or_at_shutdown() {
+        use futures_util::StreamExt;
+        let stream = ByteStream::new(config(1 << 20, 0, true));
+        let (mut chunks, credit_tx, _shutdown) = credited(stream.open(None).expect("open"), vec![]);
+        drop(credit_tx);
+        assert!(
+            chunks.next().await.is_none(),
+            "no credit and no more to come"
+        );
+
+        let (mut chunks, _credit_tx, shutdown_tx) =
+            credited(stream.open(None).expect("open"), vec![100]);
+        shutdown_tx.send(true).expect("receiver alive");
+        let status = chunks.next().await.expect("item").expect_err("shutdown");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
     }
 
     #[tokio::test]

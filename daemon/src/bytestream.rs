@@ -598,12 +598,15 @@ mod tests {
         (bytes, None)
     }
 
+    type CreditSender = tokio::sync::mpsc::UnboundedSender<Result<u64, tonic::Status>>;
+    type ChunkResult = Result<loopd_proto::pb::ByteChunk, tonic::Status>;
+
     fn credited(
         reader: StreamReader,
         credits: Vec<u64>,
     ) -> (
-        impl futures_util::Stream<Item = Result<loopd_proto::pb::ByteChunk, tonic::Status>>,
-        tokio::sync::mpsc::UnboundedSender<Result<u64, tonic::Status>>,
+        impl futures_util::Stream<Item = ChunkResult>,
+        CreditSender,
         tokio::sync::watch::Sender<bool>,
     ) {
         let (credit_tx, credit_rx) = tokio::sync::mpsc::unbounded_channel();

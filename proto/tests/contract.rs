@@ -254,6 +254,7 @@ fn every_service_and_rpc_is_present() {
                 "PauseReading",
                 "ResumeReading",
                 "SetWriteBufferLimits",
+                "ReadTransport",
                 "CreateDatagramEndpoint",
                 "SendDatagram",
                 "CloseDatagramEndpoint",

@@ -39,6 +39,7 @@ pub struct Client {
     pub(crate) futures: pb::future_service_client::FutureServiceClient<Channel>,
     pub(crate) events: pb::event_service_client::EventServiceClient<Channel>,
     pub(crate) daemon: pb::daemon_service_client::DaemonServiceClient<Channel>,
+    pub(crate) net: pb::net_service_client::NetServiceClient<Channel>,
 }
 
 impl Client {
@@ -80,7 +81,9 @@ impl Client {
             scheduler: pb::scheduler_service_client::SchedulerServiceClient::new(channel.clone()),
             futures: pb::future_service_client::FutureServiceClient::new(channel.clone()),
             events: pb::event_service_client::EventServiceClient::new(channel.clone()),
-            daemon: pb::daemon_service_client::DaemonServiceClient::new(channel),
+            daemon: pb::daemon_service_client::DaemonServiceClient::new(channel.clone()),
+            net: pb::net_service_client::NetServiceClient::new(channel)
+                .max_decoding_message_size(usize::MAX),
         }
     }
 }

@@ -51,6 +51,7 @@ mod events;
 mod futures;
 mod ids;
 mod loops;
+mod net;
 mod scheduler;
 pub mod target;
 
@@ -69,3 +70,8 @@ pub use scheduler::{
     HandlePage, HandleState, ScheduleResults, Scheduled, When,
 };
 pub use target::{Target, default_socket_path, socket_path_from};
+pub use net::{
+    Chunk, ConnectOptions, Delivery, EndpointId, EndpointInfo, NetAddress, NetEvent,
+    ServerId, ServerInfo, ServerOptions, ServerProtocol, TlsClient, TlsServer, TransportId,
+    TransportInfo, TransportReader, TransportState,
+};

@@ -310,7 +310,9 @@ impl From<pb::Event> for Event {
                 from_seq: g.from_seq,
                 to_seq: g.to_seq,
             },
-            Some(net) => crate::net::NetEvent::from_wire(net).map_or(EventBody::Unknown, EventBody::Net),
+            Some(net) => {
+                crate::net::NetEvent::from_wire(net).map_or(EventBody::Unknown, EventBody::Net)
+            }
         };
         Event {
             seq: e.seq,

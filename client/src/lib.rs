@@ -65,13 +65,13 @@ pub use events::{
 pub use futures::{CreatedFuture, FutureInfo, FutureState};
 pub use ids::{FutureId, HandleId};
 pub use loops::{LoopInfo, LoopOptions, LoopState, LoopTime};
+pub use net::{
+    Chunk, ConnectOptions, Delivery, EndpointId, EndpointInfo, NetAddress, NetEvent, ServerId,
+    ServerInfo, ServerOptions, ServerProtocol, TlsClient, TlsServer, TransportId, TransportInfo,
+    TransportReader, TransportState,
+};
 pub use scheduler::{
     Action, ActionKind, Batch, Callback, Cancelled, Entry, HandleFilter, HandleInfo, HandleKind,
     HandlePage, HandleState, ScheduleResults, Scheduled, When,
 };
 pub use target::{Target, default_socket_path, socket_path_from};
-pub use net::{
-    Chunk, ConnectOptions, Delivery, EndpointId, EndpointInfo, NetAddress, NetEvent,
-    ServerId, ServerInfo, ServerOptions, ServerProtocol, TlsClient, TlsServer, TransportId,
-    TransportInfo, TransportReader, TransportState,
-};

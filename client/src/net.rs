@@ -604,12 +604,10 @@ impl TransportReader {
                 bytes,
             })),
         };
-        self.credits
-            .send(credit)
-            .map_err(|_| Error::Status {
-                code: crate::Code::Cancelled,
-                message: "the ReadTransport call has ended".into(),
-            })
+        self.credits.send(credit).map_err(|_| Error::Status {
+            code: crate::Code::Cancelled,
+            message: "the ReadTransport call has ended".into(),
+        })
     }
 
     /// Re-grants every chunk's length as it is taken, so the credit granted at open
@@ -627,9 +625,11 @@ impl TransportReader {
         if self.auto_credit && !chunk.data.is_empty() {
             let _ = self.grant(chunk.data.len() as u64);
         }
-        let end = chunk
-            .eof
-            .then(|| Some(chunk.error).filter(|e| !e.is_empty()).map_or(Ok(()), Err));
+        let end = chunk.eof.then(|| {
+            Some(chunk.error)
+                .filter(|e| !e.is_empty())
+                .map_or(Ok(()), Err)
+        });
         Ok(Some(Chunk {
             offset: chunk.offset,
             data: chunk.data,
@@ -662,7 +662,11 @@ impl Client {
     /// ALREADY_EXISTS for an address in use, INVALID_ARGUMENT for a malformed host,
     /// RESOURCE_EXHAUSTED past the caller's quota, UNIMPLEMENTED for TLS until the
     /// engine has it.
-    pub async fn create_server(&self, loop_name: &str, options: &ServerOptions) -> Result<ServerInfo> {
+    pub async fn create_server(
+        &self,
+        loop_name: &str,
+        options: &ServerOptions,
+    ) -> Result<ServerInfo> {
         let request = pb::CreateServerRequest {
             r#loop: loop_name.to_owned(),
             hosts: options.hosts.clone(),
@@ -677,7 +681,13 @@ impl Client {
             start_serving: Some(!options.no_start),
             stream_window_bytes: options.stream_window,
         };
-        let server = self.net.clone().create_server(request).await?.into_inner().server;
+        let server = self
+            .net
+            .clone()
+            .create_server(request)
+            .await?
+            .into_inner()
+            .server;
         Ok(ServerInfo::from_wire(required(server, "server")?))
     }
 
@@ -686,7 +696,13 @@ impl Client {
         let request = pb::ListServersRequest {
             r#loop: loop_name.to_owned(),
         };
-        let servers = self.net.clone().list_servers(request).await?.into_inner().servers;
+        let servers = self
+            .net
+            .clone()
+            .list_servers(request)
+            .await?
+            .into_inner()
+            .servers;
         Ok(servers.into_iter().map(ServerInfo::from_wire).collect())
     }
 
@@ -696,7 +712,13 @@ impl Client {
             r#loop: loop_name.to_owned(),
             server_id: id.0,
         };
-        let server = self.net.clone().get_server(request).await?.into_inner().server;
+        let server = self
+            .net
+            .clone()
+            .get_server(request)
+            .await?
+            .into_inner()
+            .server;
         Ok(ServerInfo::from_wire(required(server, "server")?))
     }
 
@@ -706,7 +728,13 @@ impl Client {
             r#loop: loop_name.to_owned(),
             server_id: id.0,
         };
-        let server = self.net.clone().close_server(request).await?.into_inner().server;
+        let server = self
+            .net
+            .clone()
+            .close_server(request)
+            .await?
+            .into_inner()
+            .server;
         Ok(ServerInfo::from_wire(required(server, "server")?))
     }
 
@@ -716,7 +744,13 @@ impl Client {
             r#loop: loop_name.to_owned(),
             server_id: id.0,
         };
-        let server = self.net.clone().start_serving(request).await?.into_inner().server;
+        let server = self
+            .net
+            .clone()
+            .start_serving(request)
+            .await?
+            .into_inner()
+            .server;
         Ok(ServerInfo::from_wire(required(server, "server")?))
     }
 
@@ -748,8 +782,16 @@ impl Client {
             delivery: options.delivery.to_wire() as i32,
             stream_window_bytes: options.stream_window,
         };
-        let transport = self.net.clone().open_connection(request).await?.into_inner();
-        Ok(TransportInfo::from_wire(required(transport.transport, "transport")?))
+        let transport = self
+            .net
+            .clone()
+            .open_connection(request)
+            .await?
+            .into_inner();
+        Ok(TransportInfo::from_wire(required(
+            transport.transport,
+            "transport",
+        )?))
     }
 
     /// Lists transports (of one server, or all).
@@ -764,8 +806,17 @@ impl Client {
             server_id: server.map_or(0, |s| s.0),
             include_closed,
         };
-        let list = self.net.clone().list_transports(request).await?.into_inner();
-        Ok(list.transports.into_iter().map(TransportInfo::from_wire).collect())
+        let list = self
+            .net
+            .clone()
+            .list_transports(request)
+            .await?
+            .into_inner();
+        Ok(list
+            .transports
+            .into_iter()
+            .map(TransportInfo::from_wire)
+            .collect())
     }
 
     /// Describes a transport; NOT_FOUND if unknown.
@@ -775,18 +826,32 @@ impl Client {
             transport_id: id.0,
         };
         let t = self.net.clone().get_transport(request).await?.into_inner();
-        Ok(TransportInfo::from_wire(required(t.transport, "transport")?))
+        Ok(TransportInfo::from_wire(required(
+            t.transport,
+            "transport",
+        )?))
     }
 
     /// Writes bytes (asyncio's `transport.write`); answers the write buffer's size.
     /// FAILED_PRECONDITION for a closing or closed transport.
-    pub async fn write(&self, loop_name: &str, id: TransportId, data: impl Into<Vec<u8>>) -> Result<u64> {
+    pub async fn write(
+        &self,
+        loop_name: &str,
+        id: TransportId,
+        data: impl Into<Vec<u8>>,
+    ) -> Result<u64> {
         let request = pb::WriteRequest {
             r#loop: loop_name.to_owned(),
             transport_id: id.0,
             data: data.into(),
         };
-        Ok(self.net.clone().write(request).await?.into_inner().write_buffer_size)
+        Ok(self
+            .net
+            .clone()
+            .write(request)
+            .await?
+            .into_inner()
+            .write_buffer_size)
     }
 
     /// Half-closes (asyncio's `write_eof`).
@@ -796,7 +861,10 @@ impl Client {
             transport_id: id.0,
         };
         let t = self.net.clone().write_eof(request).await?.into_inner();
-        Ok(TransportInfo::from_wire(required(t.transport, "transport")?))
+        Ok(TransportInfo::from_wire(required(
+            t.transport,
+            "transport",
+        )?))
     }
 
     /// Closes a transport after flushing (asyncio's `close`).
@@ -805,8 +873,16 @@ impl Client {
             r#loop: loop_name.to_owned(),
             transport_id: id.0,
         };
-        let t = self.net.clone().close_transport(request).await?.into_inner();
-        Ok(TransportInfo::from_wire(required(t.transport, "transport")?))
+        let t = self
+            .net
+            .clone()
+            .close_transport(request)
+            .await?
+            .into_inner();
+        Ok(TransportInfo::from_wire(required(
+            t.transport,
+            "transport",
+        )?))
     }
 
     /// Closes a transport at once (asyncio's `abort`).
@@ -815,13 +891,26 @@ impl Client {
             r#loop: loop_name.to_owned(),
             transport_id: id.0,
         };
-        let t = self.net.clone().abort_transport(request).await?.into_inner();
-        Ok(TransportInfo::from_wire(required(t.transport, "transport")?))
+        let t = self
+            .net
+            .clone()
+            .abort_transport(request)
+            .await?
+            .into_inner();
+        Ok(TransportInfo::from_wire(required(
+            t.transport,
+            "transport",
+        )?))
     }
 
     /// Pauses (`false`) or resumes (`true`) reading (asyncio's `pause_reading` /
     /// `resume_reading`).
-    pub async fn set_reading(&self, loop_name: &str, id: TransportId, reading: bool) -> Result<TransportInfo> {
+    pub async fn set_reading(
+        &self,
+        loop_name: &str,
+        id: TransportId,
+        reading: bool,
+    ) -> Result<TransportInfo> {
         let mut net = self.net.clone();
         let t = if reading {
             let request = pb::ResumeReadingRequest {
@@ -853,8 +942,16 @@ impl Client {
             high,
             low,
         };
-        let t = self.net.clone().set_write_buffer_limits(request).await?.into_inner();
-        Ok(TransportInfo::from_wire(required(t.transport, "transport")?))
+        let t = self
+            .net
+            .clone()
+            .set_write_buffer_limits(request)
+            .await?
+            .into_inner();
+        Ok(TransportInfo::from_wire(required(
+            t.transport,
+            "transport",
+        )?))
     }
 
     /// Opens a lossless reader on a transport, from `from_offset` (`None`: the oldest
@@ -869,16 +966,23 @@ impl Client {
     ) -> Result<TransportReader> {
         let (tx, rx) = mpsc::unbounded_channel();
         let open = pb::ReadTransportRequest {
-            kind: Some(pb::read_transport_request::Kind::Open(pb::ReadTransportOpen {
-                r#loop: loop_name.to_owned(),
-                transport_id: id.0,
-                from_offset,
-                credit,
-            })),
+            kind: Some(pb::read_transport_request::Kind::Open(
+                pb::ReadTransportOpen {
+                    r#loop: loop_name.to_owned(),
+                    transport_id: id.0,
+                    from_offset,
+                    credit,
+                },
+            )),
         };
         let _ = tx.send(open);
         let requests = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
-        let chunks = self.net.clone().read_transport(requests).await?.into_inner();
+        let chunks = self
+            .net
+            .clone()
+            .read_transport(requests)
+            .await?
+            .into_inner();
         Ok(TransportReader {
             credits: tx,
             chunks,
@@ -904,7 +1008,12 @@ impl Client {
             reuse_port: false,
             allow_broadcast: false,
         };
-        let e = self.net.clone().create_datagram_endpoint(request).await?.into_inner();
+        let e = self
+            .net
+            .clone()
+            .create_datagram_endpoint(request)
+            .await?
+            .into_inner();
         Ok(EndpointInfo::from_wire(required(e.endpoint, "endpoint")?))
     }
 
@@ -929,12 +1038,21 @@ impl Client {
     }
 
     /// Closes a datagram endpoint.
-    pub async fn close_datagram_endpoint(&self, loop_name: &str, id: EndpointId) -> Result<EndpointInfo> {
+    pub async fn close_datagram_endpoint(
+        &self,
+        loop_name: &str,
+        id: EndpointId,
+    ) -> Result<EndpointInfo> {
         let request = pb::CloseDatagramEndpointRequest {
             r#loop: loop_name.to_owned(),
             endpoint_id: id.0,
         };
-        let e = self.net.clone().close_datagram_endpoint(request).await?.into_inner();
+        let e = self
+            .net
+            .clone()
+            .close_datagram_endpoint(request)
+            .await?
+            .into_inner();
         Ok(EndpointInfo::from_wire(required(e.endpoint, "endpoint")?))
     }
 
@@ -947,18 +1065,31 @@ impl Client {
             family: pb::AddressFamily::Unspecified as i32,
         };
         let found = self.net.clone().resolve(request).await?.into_inner();
-        Ok(found.addresses.into_iter().filter_map(NetAddress::from_wire).collect())
+        Ok(found
+            .addresses
+            .into_iter()
+            .filter_map(NetAddress::from_wire)
+            .collect())
     }
 
     /// Names an address (asyncio's `getnameinfo`): (host, service).
-    pub async fn reverse_resolve(&self, loop_name: &str, addr: SocketAddr) -> Result<(String, String)> {
+    pub async fn reverse_resolve(
+        &self,
+        loop_name: &str,
+        addr: SocketAddr,
+    ) -> Result<(String, String)> {
         let request = pb::ReverseResolveRequest {
             r#loop: loop_name.to_owned(),
             ip: addr.ip().to_string(),
             port: u32::from(addr.port()),
             numeric_host: false,
         };
-        let named = self.net.clone().reverse_resolve(request).await?.into_inner();
+        let named = self
+            .net
+            .clone()
+            .reverse_resolve(request)
+            .await?
+            .into_inner();
         Ok((named.host, named.service))
     }
 
@@ -980,6 +1111,12 @@ impl Client {
             count,
             fallback: None,
         };
-        Ok(self.net.clone().sendfile(request).await?.into_inner().bytes_sent)
+        Ok(self
+            .net
+            .clone()
+            .sendfile(request)
+            .await?
+            .into_inner()
+            .bytes_sent)
     }
 }

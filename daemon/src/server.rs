@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
+use loopd_proto::NetServiceServer;
 use loopd_proto::{
     DaemonServiceServer, EventServiceServer, FutureServiceServer, LoopServiceServer,
     SchedulerServiceServer,
 };
-use loopd_proto::NetServiceServer;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;

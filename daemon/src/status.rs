@@ -313,11 +313,7 @@ mod tests {
                 Code::FailedPrecondition,
                 "44",
             ),
-            (
-                Error::Unimplemented("tls"),
-                Code::Unimplemented,
-                "tls",
-            ),
+            (Error::Unimplemented("tls"), Code::Unimplemented, "tls"),
         ];
         for (err, code, needle) in cases {
             let status = Status::from(err);

@@ -55,7 +55,10 @@ fn peer(port: u16) -> TcpStream {
 
 /// The id of the transport of the next ConnectionMade event.
 async fn made(events: &mut Streaming<pb::EventBatch>) -> pb::ConnectionMade {
-    let event = collect(events, 1, |e| matches!(e.kind, Some(Kind::ConnectionMade(_)))).await;
+    let event = collect(events, 1, |e| {
+        matches!(e.kind, Some(Kind::ConnectionMade(_)))
+    })
+    .await;
     match &event[0].kind {
         Some(Kind::ConnectionMade(m)) => m.clone(),
         _ => unreachable!(),
@@ -312,7 +315,10 @@ async fn closing_a_server_leaves_its_connections_open() {
     client.write_all(b"me too").expect("write");
     let (_credits, mut chunks) = reader(&channel, id, 1 << 20).await;
     assert_eq!(read_n(&mut chunks, 0, 6).await.0, b"me too");
-    assert_eq!(transport(&channel, id).await.state, pb::TransportState::Open as i32);
+    assert_eq!(
+        transport(&channel, id).await.state,
+        pb::TransportState::Open as i32
+    );
 }
 
 #[tokio::test]
@@ -328,12 +334,10 @@ async fn timer_actions_write_to_and_close_a_transport() {
     scheduler
         .call_later(pb::CallLaterRequest {
             after: Some(pb::call_later_request::After::DelaySeconds(0.05)),
-            action: action(pb::action::Kind::WriteTransport(
-                pb::WriteTransportAction {
-                    transport_id: id,
-                    data: b"from a timer".to_vec(),
-                },
-            )),
+            action: action(pb::action::Kind::WriteTransport(pb::WriteTransportAction {
+                transport_id: id,
+                data: b"from a timer".to_vec(),
+            })),
             ..Default::default()
         })
         .await
@@ -341,12 +345,10 @@ async fn timer_actions_write_to_and_close_a_transport() {
     scheduler
         .call_later(pb::CallLaterRequest {
             after: Some(pb::call_later_request::After::DelaySeconds(0.1)),
-            action: action(pb::action::Kind::CloseTransport(
-                pb::CloseTransportAction {
-                    transport_id: id,
-                    abort: false,
-                },
-            )),
+            action: action(pb::action::Kind::CloseTransport(pb::CloseTransportAction {
+                transport_id: id,
+                abort: false,
+            })),
             ..Default::default()
         })
         .await
@@ -358,18 +360,20 @@ async fn timer_actions_write_to_and_close_a_transport() {
     let unknown = scheduler
         .call_later(pb::CallLaterRequest {
             after: Some(pb::call_later_request::After::DelaySeconds(0.05)),
-            action: action(pb::action::Kind::WriteTransport(
-                pb::WriteTransportAction {
-                    transport_id: 987_654,
-                    data: b"x".to_vec(),
-                },
-            )),
+            action: action(pb::action::Kind::WriteTransport(pb::WriteTransportAction {
+                transport_id: 987_654,
+                data: b"x".to_vec(),
+            })),
             ..Default::default()
         })
         .await
         .expect_err("unknown transport");
     assert_eq!(unknown.code(), Code::NotFound);
-    assert!(unknown.message().contains("987654"), "{}", unknown.message());
+    assert!(
+        unknown.message().contains("987654"),
+        "{}",
+        unknown.message()
+    );
 }
 
 #[tokio::test]
@@ -388,7 +392,10 @@ async fn bad_input_gets_the_right_status_naming_the_value() {
         .await
         .expect_err("port in use");
     assert_eq!(in_use.code(), Code::AlreadyExists, "{in_use:?}");
-    assert!(in_use.message().contains(&format!("127.0.0.1:{port}")), "{in_use:?}");
+    assert!(
+        in_use.message().contains(&format!("127.0.0.1:{port}")),
+        "{in_use:?}"
+    );
 
     let malformed = api
         .open_connection(pb::OpenConnectionRequest {
@@ -414,7 +421,9 @@ async fn bad_input_gets_the_right_status_naming_the_value() {
         .expect_err("refused");
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     assert!(
-        refused.message().contains(&format!("127.0.0.1:{free_port}")),
+        refused
+            .message()
+            .contains(&format!("127.0.0.1:{free_port}")),
         "{refused:?}"
     );
 

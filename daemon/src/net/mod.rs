@@ -198,7 +198,11 @@ impl NetState {
         let (what, holds, limit) = if servers {
             ("servers", held_servers, limits.max_servers_per_caller)
         } else {
-            ("transports", held_transports, limits.max_transports_per_caller)
+            (
+                "transports",
+                held_transports,
+                limits.max_transports_per_caller,
+            )
         };
         if holds >= limit {
             return Err(Error::Quota {
@@ -257,7 +261,9 @@ impl NetState {
                 transport.resume_reading();
             }
         }
-        ctx.emit(EventKind::ReadingResumed(pb::ReadingResumed { transport_id: id }));
+        ctx.emit(EventKind::ReadingResumed(pb::ReadingResumed {
+            transport_id: id,
+        }));
     }
 
     /// Forgets tombstones past the retention time or the count limit.
@@ -345,8 +351,14 @@ fn transport_info(ctx: &LoopCtx, rec: &TransportRec) -> pb::TransportInfo {
         r#loop: ctx.name.clone(),
         server_id: rec.server_id,
         state: state as i32,
-        peername: transport.as_ref().and_then(Transport::peername).map(|a| address(&a)),
-        sockname: transport.as_ref().and_then(Transport::sockname).map(|a| address(&a)),
+        peername: transport
+            .as_ref()
+            .and_then(Transport::peername)
+            .map(|a| address(&a)),
+        sockname: transport
+            .as_ref()
+            .and_then(Transport::sockname)
+            .map(|a| address(&a)),
         bytes_received: rec.bytes_received.get(),
         bytes_written: rec.bytes_written.get(),
         write_buffer_size: transport
@@ -451,11 +463,7 @@ impl LoopCtx {
                         .create_server(factory, hosts, port, spec.options)
                         .await
                 }
-                Bind::Unix(path) => {
-                    ctx.lp
-                        .create_unix_server(factory, path, spec.options)
-                        .await
-                }
+                Bind::Unix(path) => ctx.lp.create_unix_server(factory, path, spec.options).await,
             };
             let result = created
                 .map_err(Error::from)
@@ -761,7 +769,11 @@ mod tests {
         net.add_held(7, 1, 2);
         assert!(matches!(
             net.check_quota(7, &limits, true),
-            Err(Error::Quota { what: "servers", holds: 1, .. })
+            Err(Error::Quota {
+                what: "servers",
+                holds: 1,
+                ..
+            })
         ));
         assert!(net.check_quota(7, &limits, false).is_err());
         assert!(net.check_quota(8, &limits, false).is_ok(), "other caller");

@@ -123,12 +123,7 @@ fn server_spec(req: &pb::CreateServerRequest, limits: &Limits) -> Result<ServerS
     Ok(ServerSpec {
         bind,
         options,
-        delivery: delivery(
-            req.protocol,
-            req.delivery,
-            req.stream_window_bytes,
-            limits,
-        )?,
+        delivery: delivery(req.protocol, req.delivery, req.stream_window_bytes, limits)?,
     })
 }
 

@@ -34,8 +34,9 @@
 //! # Anatomy of the crate
 //! - [`client`]: [`Client`], and connecting to a [`Target`].
 //! - [`target`]: [`Target`] and [`default_socket_path`], shared with the daemon.
-//! - `loops`, `scheduler`, `futures`, `events`, `daemon`: one file per service, each
-//!   with its types and its `impl Client` methods.
+//! - `loops`, `scheduler`, `futures`, `events`, `daemon`, `net`: one file per service,
+//!   each with its types and its `impl Client` methods. `net` has servers, connections,
+//!   their transports and the lossless [`TransportReader`].
 //! - [`error`]: the one [`Error`] enum; a daemon's answer keeps its gRPC code.
 //!
 //! # Limitations

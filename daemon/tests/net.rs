@@ -93,6 +93,25 @@ async fn reader(
     (tx, chunks)
 }
 
+/// Opens a ReadTransport call from `from`, for its status.
+async fn try_reader(
+    channel: &Channel,
+    id: u64,
+    from: Option<u64>,
+) -> Result<Streaming<pb::ByteChunk>, tonic::Status> {
+    let open = pb::read_transport_request::Kind::Open(pb::ReadTransportOpen {
+        r#loop: String::new(),
+        transport_id: id,
+        from_offset: from,
+        credit: 0,
+    });
+    let first = pb::ReadTransportRequest { kind: Some(open) };
+    net(channel)
+        .read_transport(tokio_stream::iter(vec![first]))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 fn credit(bytes: u64) -> pb::ReadTransportRequest {
     pb::ReadTransportRequest {
         kind: Some(pb::read_transport_request::Kind::Credit(pb::StreamCredit {
@@ -227,13 +246,13 @@ async fn a_reader_without_credit_holds_the_peer_back_and_then_gets_every_byte() 
         let mut client = client;
         let mut hash = Sha256::new();
         let mut block = vec![0u8; 64 << 10];
-        let mut seed = 0x9e37_79b9_u32;
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         for _ in 0..FLOOD / block.len() {
-            for byte in block.iter_mut() {
+            for word in block.chunks_exact_mut(8) {
                 seed ^= seed << 13;
-                seed ^= seed >> 17;
-                seed ^= seed << 5;
-                *byte = seed as u8;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                word.copy_from_slice(&seed.to_le_bytes());
             }
             client.write_all(&block).expect("peer write");
             hash.update(&block);
@@ -243,7 +262,22 @@ async fn a_reader_without_credit_holds_the_peer_back_and_then_gets_every_byte() 
         hash.finalize()
     });
 
-    // With no credit, the peer stalls once the window and the kernel buffers are full.
+    // With no credit, the window fills and the transport stops reading ...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let info = loop {
+        let info = transport(&channel, id).await;
+        if info.stream_paused {
+            break info;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never paused: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!info.reading, "window full: reading paused");
+    assert!(info.stream_buffered >= window, "{info:?}");
+    // ... so the peer stalls once the kernel buffers are full too.
     let mut last = u64::MAX;
     let stalled = loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -257,12 +291,7 @@ async fn a_reader_without_credit_holds_the_peer_back_and_then_gets_every_byte() 
         stalled < FLOOD as u64,
         "the peer is held back at {stalled} bytes"
     );
-    let info = transport(&channel, id).await;
-    assert!(
-        info.stream_paused && !info.reading,
-        "window full: reading paused"
-    );
-    assert!(info.stream_buffered >= window, "{info:?}");
+    assert!(transport(&channel, id).await.stream_paused, "still paused");
 
     credits.send(credit(u64::MAX / 2)).await.expect("credit");
     let mut hash = Sha256::new();
@@ -381,7 +410,7 @@ async fn bad_input_gets_the_right_status_naming_the_value() {
     let daemon = Daemon::start();
     let channel = daemon.channel().await;
     let mut api = net(&channel);
-    let (_, port) = tcp_server(&channel, pb::ServerProtocol::Discard, 0).await;
+    let (discard_id, port) = tcp_server(&channel, pb::ServerProtocol::Discard, 0).await;
 
     let in_use = api
         .create_server(pb::CreateServerRequest {
@@ -449,6 +478,35 @@ async fn bad_input_gets_the_right_status_naming_the_value() {
     let closed = write(&channel, id, b"late").await.expect_err("closed");
     assert_eq!(closed.code(), Code::FailedPrecondition, "{closed:?}");
     assert!(closed.message().contains(&id.to_string()), "{closed:?}");
+
+    // The discard server's end of that connection keeps no byte stream.
+    let accepted = api
+        .list_transports(pb::ListTransportsRequest {
+            server_id: discard_id,
+            include_closed: true,
+            ..Default::default()
+        })
+        .await
+        .expect("ListTransports")
+        .into_inner()
+        .transports;
+    let accepted = accepted.first().expect("the accepted end").transport_id;
+    let no_stream = try_reader(&channel, accepted, None)
+        .await
+        .expect_err("no stream");
+    assert_eq!(no_stream.code(), Code::FailedPrecondition, "{no_stream:?}");
+    assert!(
+        no_stream.message().contains(&accepted.to_string()),
+        "{no_stream:?}"
+    );
+    let beyond = try_reader(&channel, id, Some(1 << 40))
+        .await
+        .expect_err("beyond");
+    assert_eq!(beyond.code(), Code::OutOfRange, "{beyond:?}");
+    assert!(
+        beyond.message().contains(&(1u64 << 40).to_string()),
+        "{beyond:?}"
+    );
 
     let unknown = write(&channel, 424_242, b"x").await.expect_err("unknown");
     assert_eq!(unknown.code(), Code::NotFound);

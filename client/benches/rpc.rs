@@ -144,14 +144,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
             credit_mib,
             window_mib,
         } => {
-            transport_stream(
-                &channel,
-                label,
-                mib << 20,
-                credit_mib << 20,
-                window_mib << 20,
-            )
-            .await
+            // Its own connection, with HTTP/2 receive windows as large as the credit, so
+            // that HTTP/2 flow control does not throttle below the stream's own.
+            let window = u32::try_from(credit_mib << 20).unwrap_or(u32::MAX);
+            let endpoint = tonic::transport::Endpoint::from_static("http://localhost")
+                .initial_stream_window_size(Some(window))
+                .initial_connection_window_size(Some(window.saturating_mul(2)));
+            let socket = path.to_owned();
+            let channel = endpoint
+                .connect_with_connector(tower::service_fn(move |_| {
+                    let socket = socket.clone();
+                    async move {
+                        let stream = tokio::net::UnixStream::connect(socket).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                }))
+                .await?;
+            let (total, credit, window) = (mib << 20, credit_mib << 20, window_mib << 20);
+            transport_stream(&channel, label, total, credit, window).await
         }
     }
 }

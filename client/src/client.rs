@@ -93,7 +93,12 @@ impl Client {
 /// it, and `localhost` is what the daemon sees as `:authority`.
 pub async fn unix_channel(path: impl Into<PathBuf>) -> Result<Channel, tonic::transport::Error> {
     let path = path.into();
-    let endpoint = Endpoint::from_static("http://localhost");
+    // HTTP/2 receive windows of 8 MiB per stream (16 MiB per connection): with hyper's
+    // default a lossless byte stream (NetService.ReadTransport) crawled at ~50 MB/s,
+    // throttled by WINDOW_UPDATE round trips; with these it ran at ~600 MB/s.
+    let endpoint = Endpoint::from_static("http://localhost")
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(16 << 20));
     endpoint
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();

@@ -123,8 +123,7 @@ fn conn_cat_is_netcat() {
     let mut cat = daemon.loopctl_command(&["conn", "cat", &addr]);
     cat.stdin(Stdio::piped());
     let mut child = cat.spawn().expect("spawn loopctl conn cat");
-    // Under the 64 KiB pipe buffer: the support helper reads stdout only at exit.
-    let input: Vec<u8> = (0..30_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let input: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     let mut stdin = child.stdin.take().expect("stdin");
     let writer = {
         let input = input.clone();

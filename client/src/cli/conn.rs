@@ -340,21 +340,6 @@ fn to_json(t: &TransportInfo) -> Value {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_port_parses_names_v4_and_v6() {
-        assert_eq!(host_port("h:1"), Ok(("h".into(), 1)));
-        assert_eq!(host_port("127.0.0.1:80"), Ok(("127.0.0.1".into(), 80)));
-        assert_eq!(host_port("[::1]:9"), Ok(("::1".into(), 9)));
-        for bad in ["h", ":80", "h:x", "h:70000"] {
-            assert!(host_port(bad).unwrap_err().contains(bad), "{bad}");
-        }
-    }
-}
-
 /// The details of a net event, for `loopctl events`.
 pub fn event_text(event: &NetEvent) -> String {
     let addr = |a: &Option<NetAddress>| a.as_ref().map_or_else(|| "-".into(), ToString::to_string);
@@ -462,5 +447,20 @@ pub fn event_json(object: &mut serde_json::Map<String, Value>, event: &NetEvent)
         }
         NetEvent::ServerClosed { server_id } => put("server_id", json!(server_id.0)),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_parses_names_v4_and_v6() {
+        assert_eq!(host_port("h:1"), Ok(("h".into(), 1)));
+        assert_eq!(host_port("127.0.0.1:80"), Ok(("127.0.0.1".into(), 80)));
+        assert_eq!(host_port("[::1]:9"), Ok(("::1".into(), 9)));
+        for bad in ["h", ":80", "h:x", "h:70000"] {
+            assert!(host_port(bad).unwrap_err().contains(bad), "{bad}");
+        }
     }
 }

@@ -102,22 +102,47 @@ impl Drop for Daemon {
     }
 }
 
-/// Waits at most [`WAIT`] for `child` to exit, killing it (by pid) if it does not.
+/// Waits at most [`WAIT`] for `child` to exit, killing it (by pid) if it does not. Its
+/// stdout and stderr are drained meanwhile, so output beyond a pipe's buffer (64 KiB)
+/// cannot block it.
 pub fn wait_output(mut child: Child) -> Output {
+    fn drain(
+        pipe: Option<impl std::io::Read + Send + 'static>,
+    ) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let deadline = Instant::now() + WAIT;
+    let mut status = None;
     while Instant::now() < deadline {
-        if child.try_wait().expect("try_wait").is_some() {
-            return child.wait_with_output().expect("loopctl output");
+        status = child.try_wait().expect("try_wait");
+        if status.is_some() {
+            break;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let _ = child.kill();
-    let output = child.wait_with_output().expect("loopctl output");
-    panic!(
-        "loopctl did not exit within {WAIT:?}; stdout: {:?}, stderr: {:?}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let output = Output {
+        status: child.wait().expect("loopctl status"),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    };
+    if status.is_none() {
+        panic!(
+            "loopctl did not exit within {WAIT:?}; stdout: {:?}, stderr: {:?}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    output
 }
 
 /// The `loopd` binary next to `loopctl`, built first if it is missing.

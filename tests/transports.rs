@@ -1001,3 +1001,35 @@ fn dropping_the_loop_frees_connections_held_by_their_protocols() {
     std_client.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty(), "the server side was closed");
 }
+
+#[test]
+fn data_and_eof_arriving_together_after_a_short_read_both_reach_the_protocol() {
+    // A short read ends a read callback without waiting for EAGAIN; the peer's data and
+    // FIN landing in one edge afterwards must still give data_received, then eof_received.
+    let lp = EventLoop::new().unwrap();
+    let servers = Rc::new(RefCell::new(Vec::new()));
+    let server = tcp_server(&lp, &servers, |_| {});
+    let mut std_client = TcpStream::connect(inet(&server)).unwrap();
+    std_client.write_all(b"first").unwrap();
+    let list = servers.clone();
+    let inner = lp.clone();
+    run(&lp, async move {
+        until(&inner, || {
+            list.borrow()
+                .first()
+                .is_some_and(|r| r.borrow().data == b"first")
+        })
+        .await;
+    });
+    // The loop is not running: both arrive before its next poll.
+    std_client.write_all(b" and last").unwrap();
+    std_client.shutdown(std::net::Shutdown::Write).unwrap();
+    let side = servers.borrow()[0].clone();
+    let inner = lp.clone();
+    let s = side.clone();
+    run(&lp, async move {
+        until(&inner, || events(&s).iter().any(|e| e == "lost")).await
+    });
+    assert_eq!(side.borrow().data, b"first and last");
+    assert_eq!(events(&side), ["made", "eof", "lost"]);
+}

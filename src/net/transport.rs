@@ -5,6 +5,10 @@
 //! - The socket is registered once, for reading and writing, edge-triggered. A readable
 //!   edge queues the read cell while the transport reads; a writable edge queues the write
 //!   cell while the write buffer holds data. Each cell is queued at most once at a time.
+//! - A read that returns less than it asked for drained the socket, so reading stops there
+//!   without a last `recv` seeing `EAGAIN`: data arriving later raises a new edge. Not
+//!   once the poll reported the peer's hang-up or an error, which raise no further edge:
+//!   from then on reading goes on until `EAGAIN`, EOF or the error.
 //! - Bytes leave in order: `write` sends at once only when the buffer is empty, and
 //!   whatever the socket does not take goes to the end of the buffer.
 //! - `pause_writing` is called when the buffer grows above the high-water mark, and
@@ -103,6 +107,9 @@ struct State {
     lost: bool,
     read_queued: bool,
     write_queued: bool,
+    /// The poll reported the peer's hang-up or an error: a short read no longer means
+    /// that a later edge will come (see the invariants).
+    read_closed: bool,
 }
 
 impl State {
@@ -142,6 +149,7 @@ impl Default for State {
             lost: false,
             read_queued: false,
             write_queued: false,
+            read_closed: false,
         }
     }
 }
@@ -429,6 +437,9 @@ impl TransportInner {
     // ---- readiness ----------------------------------------------------------------
 
     fn on_ready(self: &Rc<Self>, lp: &EventLoop, readiness: Readiness) {
+        if readiness.read_closed || readiness.error {
+            self.state.borrow_mut().read_closed = true;
+        }
         if readiness.readable || readiness.read_closed || readiness.error {
             self.queue_read(lp);
         }
@@ -465,8 +476,9 @@ impl TransportInner {
 
     // ---- reading ------------------------------------------------------------------
 
-    /// Reads until `EAGAIN`, EOF, a pause, or [`READ_BUFFER_SIZE`] bytes (then queues
-    /// itself again: an edge-triggered poll would not report the rest).
+    /// Reads until `EAGAIN`, a short read (unless the peer hung up), EOF, a pause, or
+    /// [`READ_BUFFER_SIZE`] bytes (then queues itself again: an edge-triggered poll would
+    /// not report the rest).
     fn read_ready(self: &Rc<Self>, lp: &EventLoop) {
         self.state.borrow_mut().read_queued = false;
         let mut buffer = lp.core.net.take_read_buffer();
@@ -480,10 +492,14 @@ impl TransportInner {
                 Ok(n) => {
                     bump(&lp.core.net.counters.bytes_received, n);
                     self.data_received(lp, &buffer[..n]);
+                    let drained = n < budget && !self.state.borrow().read_closed;
                     budget -= n;
                     if budget == 0 {
                         self.queue_read(lp);
                         break;
+                    }
+                    if drained {
+                        break; // a new edge comes with the next data
                     }
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,

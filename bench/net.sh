@@ -14,6 +14,9 @@
 #                           its TCP port on 127.0.0.1 alone on its first stdout line, echo,
 #                           and exit on SIGTERM (default: the engine's echo example,
 #                           target/release/examples/echo_server)
+#   NET_BENCH_RT=1          run the servers and the client as real-time processes
+#                           (chrt -f 50), so that other work on the machine (a compiler)
+#                           does not preempt them; off by default
 # Nothing is pinned: client and server share the machine's cores (2 here).
 set -euo pipefail
 
@@ -21,6 +24,10 @@ cd "$(dirname "$0")/.."
 SECONDS_EACH=${NET_BENCH_SECONDS:-3}
 ROUNDS=${NET_BENCH_ROUNDS:-3}
 LOOPD_CMD=${NET_BENCH_LOOPD_CMD:-target/release/examples/echo_server}
+rt=()
+if [ "${NET_BENCH_RT:-0}" = 1 ]; then
+    rt=(chrt -f 50)
+fi
 
 BENCH_NAME=bench/net.sh
 # shellcheck source=bench/venv.sh
@@ -62,20 +69,24 @@ for line in sys.stdin:
         print(m["executable"])') ||
     { tail -n 30 "$out/cargo.log" >&2; die "cargo bench --bench net --no-run failed"; }
 [ -x "$tool" ] || die "no net bench executable found"
+if [ ${#rt[@]} -gt 0 ]; then
+    chrt -f 50 true 2>/dev/null || fail "NET_BENCH_RT=1 needs chrt and the right to use it (root or CAP_SYS_NICE)"
+fi
 
-declare -A port
+declare -A port pid
 # Starts "$@" in the background, logging stderr to $out/$name.log; waits for the port it
 # prints on its first stdout line.
 start() {
     local name=$1
     shift
-    "$@" >"$out/$name.port" 2>"$out/$name.log" &
+    "${rt[@]}" "$@" >"$out/$name.port" 2>"$out/$name.log" &
     pids+=($!)
     for _ in $(seq 500); do
         local first
         first=$(head -n 1 "$out/$name.port" 2>/dev/null || true)
         if [[ $first =~ ^[0-9]+$ ]]; then
             port[$name]=$first
+            pid[$name]=${pids[-1]}
             return 0
         fi
         kill -0 "${pids[-1]}" 2>/dev/null || break
@@ -98,8 +109,8 @@ measure() {
     local server=$1
     shift
     step "  $server: $*"
-    "$tool" --bench --port "${port[$server]}" --label "$server" --seconds "$SECONDS_EACH" \
-        "$@" >>"$out/$server.jsonl" ||
+    "${rt[@]}" "$tool" --bench --port "${port[$server]}" --server-pid "${pid[$server]}" \
+        --label "$server" --seconds "$SECONDS_EACH" "$@" >>"$out/$server.jsonl" ||
         die "the load tool failed against $server ($*)"
 }
 
@@ -119,7 +130,7 @@ echo "$(uname -srm), $(nproc) cores (client and servers share them, nothing pinn
     "load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "$(rustc --version); $("$VENV/bin/python" --version);" \
     "uvloop $("$VENV/bin/python" -c 'import uvloop; print(uvloop.__version__)')"
-echo "loopd server: $LOOPD_CMD"
+echo "loopd server: $LOOPD_CMD; real-time (NET_BENCH_RT): ${NET_BENCH_RT:-0}"
 echo
 python3 bench/net_table.py "$out"/loopd.jsonl "$out"/uvloop.jsonl "$out"/asyncio.jsonl \
     "$out"/blocking.jsonl

@@ -24,6 +24,13 @@ ROWS = {
     "rr_p99_us": "1 KiB ping-pong p99 (us)",
     "stream1_mbps": "64 KiB chunks, 1 conn (MB/s)",
     "stream4_mbps": "64 KiB chunks, 4 conns (MB/s)",
+    "rr_server_us_per_req": "ping-pong: server CPU per request (us)",
+    "rr_server_cpu": "ping-pong: server CPU (cores)",
+    "rr_client_cpu": "ping-pong: client CPU (cores)",
+    "stream1_server_cpu": "1 stream: server CPU (cores)",
+    "stream1_client_cpu": "1 stream: client CPU (cores)",
+    "stream4_server_cpu": "4 streams: server CPU (cores)",
+    "stream4_client_cpu": "4 streams: client CPU (cores)",
 }
 
 
@@ -52,7 +59,7 @@ def verdict(ok, what):
 def cell(value):
     if value is None:
         return "-"
-    return f"{value:,.0f}" if abs(value) >= 10 else f"{value:.2f}"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
 
 
 def ratio(a, b):

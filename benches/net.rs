@@ -13,13 +13,19 @@
 //!   256 KiB buffer, `write_all` back, TCP_NODELAY): the ceiling the event loops are held to.
 //! - `rr`: `--connections` (10) connections, each sends `--size` (1024) bytes, waits for
 //!   all of them to come back, and repeats. Requests/s and p50/p99 round-trip latency.
+//!   `--threads` (1) shares the connections out among that many client threads.
 //! - `stream`: `--connections` (1) connections, each writes `--size` (65536) byte chunks
 //!   as fast as the socket takes them while reading the echo back. MB/s (10^6 bytes) of
 //!   echoed bytes received.
 //!
+//! Each mode also reports the CPU the client used in the window (`*_client_cpu`, in cores:
+//! CPU seconds per second, all its threads), and with `--server-pid` the server's
+//! (`*_server_cpu`, and `rr_server_us_per_req`: the server's CPU time per request), read
+//! from `/proc/PID/stat` at the window's ends, so a run shows which side was busy.
+//!
 //! # Invariants
 //! - The client is one thread on one epoll (mio, edge-triggered), whatever the number of
-//!   connections: on a 2-core machine the server under test keeps the other core. Per
+//!   connections (unless `rr --threads`): on a 2-core machine the server keeps a core. Per
 //!   request it makes one `write` and one or two `read`s, plus a share of an `epoll_wait`.
 //! - A figure is printed only for a run that did what it claims: every echoed byte is
 //!   checked against what was sent (rr: the whole request; stream: a 251-periodic pattern
@@ -49,6 +55,8 @@ struct Args {
     port: u16,
     label: String,
     connections: usize,
+    threads: usize,
+    server_pid: Option<u32>,
     size: Option<usize>,
     seconds: f64,
 }
@@ -59,6 +67,8 @@ fn parse_args() -> Result<Args, String> {
         port: 0,
         label: "server".into(),
         connections: 0,
+        threads: 0,
+        server_pid: None,
         size: None,
         seconds: 5.0,
     };
@@ -77,6 +87,8 @@ fn parse_args() -> Result<Args, String> {
             "--port" => args.port = value.parse().map_err(|_| bad())?,
             "--label" => args.label = value,
             "--connections" => args.connections = value.parse().map_err(|_| bad())?,
+            "--threads" => args.threads = value.parse().map_err(|_| bad())?,
+            "--server-pid" => args.server_pid = Some(value.parse().map_err(|_| bad())?),
             "--size" => args.size = Some(value.parse().map_err(|_| bad())?),
             "--seconds" => args.seconds = value.parse().map_err(|_| bad())?,
             _ => return Err(format!("unknown option {arg:?}")),
@@ -113,25 +125,51 @@ fn run(args: &Args) -> Result<(), String> {
         "rr" => {
             let connections = nonzero(args.connections, 10);
             let size = args.size.unwrap_or(1024);
-            let run = request_response(addr, connections, size, seconds)?;
-            let rps = run.latencies.len() as f64 / seconds.as_secs_f64();
-            figure(&args.label, "rr_rps", rps, "req/s");
-            figure(&args.label, "rr_p50_us", run.percentile(50.0), "us");
-            figure(&args.label, "rr_p99_us", run.percentile(99.0), "us");
-            Ok(())
+            let threads = nonzero(args.threads, 1).min(connections);
+            let window = Window::after_warm_up(seconds);
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let share = connections / threads + usize::from(t < connections % threads);
+                    std::thread::spawn(move || request_response(addr, share, size, window))
+                })
+                .collect();
+            let cpu = window.measure_cpu(args.server_pid)?;
+            let mut latencies = Vec::new();
+            for worker in workers {
+                let run = worker
+                    .join()
+                    .map_err(|_| "a client thread panicked".to_string())??;
+                latencies.extend(run);
+            }
+            let run = RequestResponse { latencies };
+            let requests = run.latencies.len() as f64;
+            figure(
+                &args.label,
+                "rr_rps",
+                requests / seconds.as_secs_f64(),
+                "req/s",
+            )?;
+            figure(&args.label, "rr_p50_us", run.percentile(50.0), "us")?;
+            figure(&args.label, "rr_p99_us", run.percentile(99.0), "us")?;
+            if let Some(server) = cpu.server {
+                let per_request = server.as_secs_f64() * 1e6 / requests.max(1.0);
+                figure(&args.label, "rr_server_us_per_req", per_request, "us")?;
+            }
+            cpu.report(&args.label, "rr")
         }
         "stream" => {
             let connections = nonzero(args.connections, 1);
             let size = args.size.unwrap_or(64 * 1024);
-            let (bytes, elapsed) = stream(addr, connections, size, seconds)?;
-            let name = format!("stream{connections}_mbps");
-            figure(
-                &args.label,
-                &name,
-                bytes as f64 / elapsed.as_secs_f64() / 1e6,
-                "MB/s",
-            );
-            Ok(())
+            let window = Window::after_warm_up(seconds);
+            let worker = std::thread::spawn(move || stream(addr, connections, size, window));
+            let cpu = window.measure_cpu(args.server_pid)?;
+            let (bytes, elapsed) = worker
+                .join()
+                .map_err(|_| "the client thread panicked".to_string())??;
+            let name = format!("stream{connections}");
+            let mbps = bytes as f64 / elapsed.as_secs_f64() / 1e6;
+            figure(&args.label, &format!("{name}_mbps"), mbps, "MB/s")?;
+            cpu.report(&args.label, &name)
         }
         other => Err(format!(
             "unknown mode {other:?} (known: blocking-server, rr, stream)"
@@ -143,8 +181,89 @@ fn nonzero(n: usize, default: usize) -> usize {
     if n == 0 { default } else { n }
 }
 
-fn figure(label: &str, name: &str, value: f64, unit: &str) {
-    println!(r#"{{"server": "{label}", "name": "{name}", "value": {value:.1}, "unit": "{unit}"}}"#);
+fn figure(label: &str, name: &str, value: f64, unit: &str) -> Result<(), String> {
+    let line = format!(
+        r#"{{"server": "{label}", "name": "{name}", "value": {value:.3}, "unit": "{unit}"}}"#
+    );
+    writeln!(io::stdout(), "{line}").map_err(|e| format!("printing a figure: {e}"))
+}
+
+// ---- the measuring window and CPU time -------------------------------------------------
+
+/// The measured part of a run: `seconds` after the warm-up.
+#[derive(Clone, Copy)]
+struct Window {
+    begin: Instant,
+    end: Instant,
+}
+
+/// CPU time used in a [`Window`]: by the server (if its pid was given) and this client.
+struct CpuUse {
+    server: Option<Duration>,
+    client: Duration,
+    elapsed: Duration,
+}
+
+impl Window {
+    fn after_warm_up(seconds: Duration) -> Window {
+        let begin = Instant::now() + WARM_UP;
+        Window {
+            begin,
+            end: begin + seconds,
+        }
+    }
+
+    /// Sleeps through the window (the client runs on other threads), reading CPU times at
+    /// its ends.
+    fn measure_cpu(&self, server_pid: Option<u32>) -> Result<CpuUse, String> {
+        std::thread::sleep(self.begin.saturating_duration_since(Instant::now()));
+        let started = Instant::now();
+        let server_before = server_pid.map(process_cpu).transpose()?;
+        let client_before = process_cpu(std::process::id())?;
+        std::thread::sleep(self.end.saturating_duration_since(Instant::now()));
+        let server_after = server_pid.map(process_cpu).transpose()?;
+        let client_after = process_cpu(std::process::id())?;
+        Ok(CpuUse {
+            server: server_before
+                .zip(server_after)
+                .map(|(before, after)| after.saturating_sub(before)),
+            client: client_after.saturating_sub(client_before),
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+impl CpuUse {
+    /// Prints the cores used on average (CPU seconds per second) by server and client.
+    fn report(&self, label: &str, mode: &str) -> Result<(), String> {
+        let seconds = self.elapsed.as_secs_f64();
+        if let Some(server) = self.server {
+            let cores = server.as_secs_f64() / seconds;
+            figure(label, &format!("{mode}_server_cpu"), cores, "cores")?;
+        }
+        let cores = self.client.as_secs_f64() / seconds;
+        figure(label, &format!("{mode}_client_cpu"), cores, "cores")
+    }
+}
+
+/// User plus system time of process `pid`, all its threads (`/proc/PID/stat`, in clock
+/// ticks: 10 ms at the usual 100 Hz).
+fn process_cpu(pid: u32) -> Result<Duration, String> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
+    // After the command name's closing parenthesis: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    let (Some(utime), Some(stime)) = (ticks(11), ticks(12)) else {
+        return Err(format!("{path}: no utime/stime fields"));
+    };
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|&hz| hz > 0).unwrap_or(100);
+    Ok(Duration::from_nanos((utime + stime) * 1_000_000_000 / hz))
 }
 
 // ---- the blocking echo ---------------------------------------------------------------
@@ -284,12 +403,14 @@ struct Exchange {
     started: Instant,
 }
 
+/// Ping-pong on `connections` connections; the round-trip times (ns) of the requests
+/// completed in `window`.
 fn request_response(
     addr: SocketAddr,
     connections: usize,
     size: usize,
-    seconds: Duration,
-) -> Result<RequestResponse, String> {
+    window: Window,
+) -> Result<Vec<u64>, String> {
     let request: Vec<u8> = (0..size).map(|i| (i % PERIOD) as u8).collect();
     let mut reply = vec![0u8; size];
     let mut poll = Poll::new().map_err(|e| format!("epoll_create: {e}"))?;
@@ -304,8 +425,7 @@ fn request_response(
             started: now,
         })
         .collect();
-    let begin = Instant::now() + WARM_UP;
-    let end = begin + seconds;
+    let Window { begin, end } = window;
     let mut latencies = Vec::with_capacity(1 << 20);
     for exchange in &mut exchanges {
         exchange.sent = write_some(&mut exchange.stream, &request)?;
@@ -351,7 +471,7 @@ fn request_response(
             }
         }
     }
-    Ok(RequestResponse { latencies })
+    Ok(latencies)
 }
 
 struct Flow {
@@ -366,7 +486,7 @@ fn stream(
     addr: SocketAddr,
     connections: usize,
     size: usize,
-    seconds: Duration,
+    window: Window,
 ) -> Result<(u64, Duration), String> {
     let pattern: Vec<u8> = (0..size.max(READ_BUFFER) + PERIOD)
         .map(|i| (i % PERIOD) as u8)
@@ -382,8 +502,7 @@ fn stream(
             received: 0,
         })
         .collect();
-    let begin = Instant::now() + WARM_UP;
-    let end = begin + seconds;
+    let Window { begin, end } = window;
     let mut at_begin: Option<(u64, Instant)> = None;
     while poll_until(&mut poll, &mut events, end)? {
         for event in events.iter() {

@@ -10,7 +10,11 @@
 //!   once the poll reported the peer's hang-up or an error, which raise no further edge:
 //!   from then on reading goes on until `EAGAIN`, EOF or the error.
 //! - Bytes leave in order: `write` sends at once only when the buffer is empty, and
-//!   whatever the socket does not take goes to the end of the buffer.
+//!   whatever the socket does not take goes to the end of the buffer. When a writable
+//!   edge waits in the ready queue, `write` first sends the buffer (what `write_ready`
+//!   would do next), so that its data may go out without a copy into the buffer.
+//! - Each `read` goes into the loop's shared buffer (no allocation per read), each
+//!   `write` tries one `send` when nothing is buffered: an echo costs one of each.
 //! - `pause_writing` is called when the buffer grows above the high-water mark, and
 //!   `resume_writing` when it drains to the low-water mark; they alternate.
 //! - `connection_lost` is scheduled exactly once: by `close()` once the buffer is flushed,
@@ -574,6 +578,9 @@ impl TransportInner {
             return Ok(());
         }
         let lp = self.event_loop().ok_or(Error::Closed)?;
+        if self.state.borrow().write_queued && !self.flush_early(&lp) {
+            return Ok(()); // an I/O error: the transport is closing
+        }
         let mut rest = data;
         if self.state.borrow().pending() == 0 {
             match self.send(rest) {
@@ -592,6 +599,33 @@ impl TransportInner {
             self.maybe_pause_protocol(&lp);
         }
         Ok(())
+    }
+
+    /// A writable edge is waiting for `write_ready` in the ready queue, so the socket has
+    /// room: send the buffer now, so that the data being written may go straight out
+    /// rather than be copied behind it. `false` after an I/O error (the transport is
+    /// closing). `write_ready` still runs later, finds less or nothing to send, and calls
+    /// `resume_writing` if due (never from here: a protocol writing from `resume_writing`
+    /// would get its bytes out ahead of the ones being written).
+    fn flush_early(self: &Rc<Self>, lp: &EventLoop) -> bool {
+        let sent = {
+            let state = self.state.borrow();
+            if state.pending() == 0 {
+                return true;
+            }
+            self.send(&state.buffer[state.head..])
+        };
+        match sent {
+            Ok(n) => {
+                bump(&lp.core.net.counters.bytes_sent, n);
+                self.state.borrow_mut().consume(n);
+                true
+            }
+            Err(err) => {
+                self.fatal_error(lp, err);
+                false
+            }
+        }
     }
 
     /// Sends as much of `data` as the socket takes; stops at `EAGAIN`.
@@ -617,10 +651,14 @@ impl TransportInner {
         let sent = {
             let mut state = self.state.borrow_mut();
             state.write_queued = false;
-            if state.pending() == 0 || state.lost {
+            if state.lost || (state.pending() == 0 && !state.protocol_paused) {
                 return;
             }
-            self.send(&state.buffer[state.head..])
+            if state.pending() == 0 {
+                Ok(0) // `flush_early` sent it all; resume_writing is still due
+            } else {
+                self.send(&state.buffer[state.head..])
+            }
         };
         match sent {
             Ok(n) => {

@@ -66,6 +66,7 @@ pub use net::{
     Address, ConnectOptions, ExtraInfo, Hosts, NetMetrics, Protocol, Server, ServerOptions,
     Transport,
 };
+pub use net::{StartTlsOptions, TlsClientConfig, TlsContext, TlsServerConfig};
 pub use policy::{
     DefaultEventLoopPolicy, EventLoopPolicy, get_child_watcher, get_event_loop,
     get_event_loop_policy, new_event_loop, set_child_watcher, set_event_loop,

@@ -49,6 +49,7 @@ mod connect;
 mod protocol;
 mod server;
 mod socket;
+mod tls;
 mod transport;
 
 use std::cell::{Cell, RefCell};
@@ -61,6 +62,10 @@ use std::rc::Rc;
 pub use connect::ConnectOptions;
 pub use protocol::Protocol;
 pub use server::{Hosts, Server, ServerOptions};
+pub use tls::{
+    DEFAULT_SSL_HANDSHAKE_TIMEOUT, DEFAULT_SSL_SHUTDOWN_TIMEOUT, StartTlsOptions, TlsClientConfig,
+    TlsContext, TlsServerConfig,
+};
 pub use transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, ExtraInfo, Transport};
 
 #[cfg(doc)]

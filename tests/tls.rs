@@ -731,3 +731,29 @@ fn tls_options_without_ssl_and_bad_pem_files_are_errors() {
     std::fs::write(&ca, &pki.ca_pem).unwrap();
     assert!(TlsClientConfig::with_ca_pem_file(&ca).is_ok());
 }
+
+#[test]
+fn a_close_that_cannot_flush_is_aborted_after_the_shutdown_timeout() {
+    let (pki, lp, list) = (pki(), EventLoop::new().unwrap(), Rc::default());
+    let server = tls_server(&lp, &list, tls_options(&pki), |r| r.pause_after = Some(1));
+    let options = ConnectOptions {
+        ssl_shutdown_timeout: Some(Duration::from_millis(200)),
+        ..client_options(pki.client(), None)
+    };
+    let (client, r) = connect(&lp, port(&server), options).unwrap();
+    client.write(&vec![0; 32 << 20]).unwrap(); // more than the kernel's buffers hold
+    let began = Instant::now();
+    client.close();
+    run_until(&lp, {
+        let r = r.clone();
+        move || events(&r).last().is_some_and(|e| e.starts_with("lost"))
+    });
+    let took = began.elapsed();
+    assert_eq!(r.borrow().lost_error, Some(io::ErrorKind::TimedOut));
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    for served in list.borrow().iter() {
+        transport(served).abort();
+    }
+    server.close();
+}

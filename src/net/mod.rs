@@ -40,9 +40,12 @@
 //! - `create_connection` tries the addresses one after the other (no Happy Eyeballs yet).
 //! - Sockets are `socket2::Socket`s registered through `SourceFd` rather than
 //!   `mio::net` types: one code path serves TCP and Unix sockets.
+//! - TLS (rustls) is a layer inside the [`Transport`], not a second transport stacked on
+//!   it; see [`TlsServerConfig`] and [`EventLoop::start_tls`], and `tls.rs` for how its
+//!   behaviour differs from asyncio's.
 //!
 //! # Not yet
-//! TLS (`ssl`, `start_tls`), UDP endpoints, Happy Eyeballs, `sock=` (adopting a socket),
+//! UDP endpoints, Happy Eyeballs, `sock=` (adopting a socket),
 //! `family`/`flags`/`proto`, `sendfile`, pipes, `keep_alive`, `Server.close_clients`.
 
 mod connect;

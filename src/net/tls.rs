@@ -78,7 +78,7 @@ pub const DEFAULT_SSL_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_SSL_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The most plaintext handed to rustls at once (four full TLS records).
-pub const ENCRYPT_CHUNK: usize = 64 * 1024;
+pub(crate) const ENCRYPT_CHUNK: usize = 64 * 1024;
 
 /// How errors name PEM given in memory.
 const PEM_DATA: &str = "<pem data>";

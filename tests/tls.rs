@@ -705,7 +705,7 @@ fn tls_options_without_ssl_and_bad_pem_files_are_errors() {
 
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let pki = pki();
+    let (pki, other_pki) = (pki(), pki());
     std::fs::File::create(&cert)
         .and_then(|mut f| f.write_all(pki.cert_pem.as_bytes()))
         .unwrap();
@@ -724,6 +724,18 @@ fn tls_options_without_ssl_and_bad_pem_files_are_errors() {
     assert!(
         err.to_string().contains(&key.display().to_string()),
         "{err}"
+    );
+    std::fs::write(&key, other_pki.key_pem).unwrap();
+    let err = TlsServerConfig::from_pem_files(&cert, &key).err().unwrap();
+    assert!(
+        matches!(
+            err,
+            Error::TlsConfig {
+                what: "certificate and key",
+                ..
+            }
+        ),
+        "{err:?}"
     );
     std::fs::write(&key, &pki.key_pem).unwrap();
     assert!(TlsServerConfig::from_pem_files(&cert, &key).is_ok());

@@ -12,6 +12,9 @@
 //! - `connection_lost` is scheduled exactly once: by `close()` once the buffer is flushed,
 //!   by `abort()`, or by an I/O error. After it ran the socket is closed, the cells are
 //!   cancelled, and the protocol is dropped (breaking the transport/protocol cycle).
+//! - Over TLS (a session in `tls`, driven by `tls_io`), `connection_made` follows the
+//!   handshake, and a transport whose handshake failed never calls its protocol, not even
+//!   `connection_lost`; the design is in `crate::net::tls`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;

@@ -114,7 +114,9 @@ impl TransportInner {
             handshake.finish(Err(error));
         } else {
             let message = match &error {
-                Error::TlsHandshake { reason, .. } if reason.contains("certificate") => {
+                Error::TlsHandshake { reason, .. }
+                    if reason.starts_with("invalid peer certificate") =>
+                {
                     "ssl handshake failed on verifying the certificate"
                 }
                 _ => "ssl handshake failed",
@@ -403,6 +405,37 @@ impl TransportInner {
             "cipher" => session.cipher(),
             "peercert" => session.peer_certificate(),
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::net::transport::State;
+
+    #[test]
+    fn a_handshake_reads_before_connection_made() {
+        let cases = [
+            // (started, handshaking, paused, closing) -> wants_read
+            ((false, false, false, false), false),
+            ((false, true, false, false), true),
+            ((true, false, false, false), true),
+            ((false, true, true, false), false),
+            ((false, true, false, true), false),
+        ];
+        for ((started, handshaking, reading_paused, closing), expected) in cases {
+            let state = State {
+                started,
+                handshaking,
+                reading_paused,
+                closing,
+                ..Default::default()
+            };
+            assert_eq!(
+                state.wants_read(),
+                expected,
+                "{started} {handshaking} {reading_paused}"
+            );
         }
     }
 }

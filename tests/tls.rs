@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -767,5 +768,104 @@ fn a_close_that_cannot_flush_is_aborted_after_the_shutdown_timeout() {
     for served in list.borrow().iter() {
         transport(served).abort();
     }
+    server.close();
+}
+
+#[test]
+fn cancelling_a_connection_during_its_handshake_aborts_it() {
+    let (pki, lp) = (pki(), EventLoop::new().unwrap());
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let connect = lp.create_connection(
+        || Probe(record(|_| {})),
+        "127.0.0.1",
+        port,
+        client_options(pki.client(), None),
+    );
+    let task = lp
+        .create_task(async move { connect.await.map(|_| ()) }, None)
+        .unwrap();
+    run_until(&lp, {
+        let lp = lp.clone();
+        move || lp.open_transports() == 1 // connected, handshaking
+    });
+    assert!(task.cancel());
+    run_until(&lp, {
+        let lp = lp.clone();
+        move || lp.open_transports() == 0
+    });
+    let (mut accepted, _) = silent.accept().unwrap();
+    accepted.set_read_timeout(Some(SAFETY)).unwrap();
+    let mut hello = Vec::new();
+    accepted.read_to_end(&mut hello).unwrap();
+    assert_eq!(
+        hello.first(),
+        Some(&0x16),
+        "a TLS handshake record came, then EOF"
+    );
+}
+
+#[test]
+fn hand_built_rustls_configs_do_mutual_tls() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let (pki, lp, list) = (pki(), EventLoop::new().unwrap(), Rc::default());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = |pem: &str| vec![CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()];
+    let key = |pem: &str| PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certs(&pki.ca_pem).remove(0)).unwrap();
+    let roots = Arc::new(roots);
+
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.clone(),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs(&pki.cert_pem), key(&pki.key_pem))
+        .unwrap();
+    // The client presents the server's own certificate: the CA signed it, that suffices.
+    let client_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs(&pki.cert_pem), key(&pki.key_pem))
+        .unwrap();
+
+    let options = ServerOptions {
+        ssl: Some(TlsServerConfig::new(Arc::new(server_config))),
+        ..Default::default()
+    };
+    let server = tls_server(&lp, &list, options, |_| {});
+    let client_options = client_options(TlsClientConfig::new(Arc::new(client_config)), None);
+    let (client, _) = connect(&lp, port(&server), client_options).unwrap();
+    run_until(&lp, {
+        let list = list.clone();
+        move || !list.borrow().is_empty() && list.borrow()[0].borrow().transport.is_some()
+    });
+    let served = transport(&list.borrow()[0]);
+    assert_eq!(
+        served.get_extra_info("peercert"),
+        Some(ExtraInfo::PeerCert(pki.cert_der.clone()))
+    );
+
+    // Without a client certificate, the server refuses the handshake.
+    let seen = collect_exceptions(&lp);
+    let _ = connect(&lp, port(&server), self::client_options(pki.client(), None));
+    run_until(&lp, {
+        let seen = seen.clone();
+        move || !seen.borrow().is_empty()
+    });
+    assert!(
+        seen.borrow()[0].contains("peer sent no certificates"),
+        "{seen:?}"
+    );
+    client.close();
     server.close();
 }

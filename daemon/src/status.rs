@@ -169,6 +169,9 @@ fn engine_code(err: &loopd::Error) -> Code {
         | loopd::Error::InvalidTime(_)
         | loopd::Error::InvalidArgument { .. } => Code::InvalidArgument,
         loopd::Error::InvalidState(_) => Code::FailedPrecondition,
+        loopd::Error::TlsConfig { .. } => Code::InvalidArgument,
+        loopd::Error::TlsHandshake { .. } => Code::Unavailable,
+        loopd::Error::HandshakeTimeout { .. } => Code::DeadlineExceeded,
         _ => Code::Internal,
     }
 }

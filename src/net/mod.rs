@@ -40,15 +40,19 @@
 //! - `create_connection` tries the addresses one after the other (no Happy Eyeballs yet).
 //! - Sockets are `socket2::Socket`s registered through `SourceFd` rather than
 //!   `mio::net` types: one code path serves TCP and Unix sockets.
+//! - TLS (rustls) is a layer inside the [`Transport`], not a second transport stacked on
+//!   it; see [`TlsServerConfig`] and [`EventLoop::start_tls`], and `tls.rs` for how its
+//!   behaviour differs from asyncio's.
 //!
 //! # Not yet
-//! TLS (`ssl`, `start_tls`), UDP endpoints, Happy Eyeballs, `sock=` (adopting a socket),
+//! UDP endpoints, Happy Eyeballs, `sock=` (adopting a socket),
 //! `family`/`flags`/`proto`, `sendfile`, pipes, `keep_alive`, `Server.close_clients`.
 
 mod connect;
 mod protocol;
 mod server;
 mod socket;
+mod tls;
 mod transport;
 
 use std::cell::{Cell, RefCell};
@@ -61,6 +65,10 @@ use std::rc::Rc;
 pub use connect::ConnectOptions;
 pub use protocol::Protocol;
 pub use server::{Hosts, Server, ServerOptions};
+pub use tls::{
+    DEFAULT_SSL_HANDSHAKE_TIMEOUT, DEFAULT_SSL_SHUTDOWN_TIMEOUT, StartTlsOptions, TlsClientConfig,
+    TlsContext, TlsServerConfig,
+};
 pub use transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, ExtraInfo, Transport};
 
 #[cfg(doc)]

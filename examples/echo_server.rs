@@ -3,13 +3,15 @@
 //!
 //! Listens on 127.0.0.1 (or `--host`), port 0 (or `--port`), prints the bound port alone
 //! on its first line of stdout once it is accepting, and echoes every byte back until
-//! SIGINT or SIGTERM, then exits with status 0. `bench/net.sh` measures it.
+//! SIGINT or SIGTERM, then exits with status 0 (2 on bad arguments, 1 if it cannot
+//! serve, e.g. the port is taken). `bench/net.sh` measures it.
 //!
 //! ```text
 //! cargo run --release --example echo_server -- --port 8888
 //! ```
 
 use std::io::Write;
+use std::process::ExitCode;
 
 use loopd::{Address, EventLoop, Protocol, ServerOptions, Transport};
 
@@ -52,12 +54,29 @@ fn parse_args() -> Result<(String, u16), String> {
     Ok((host, port))
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (host, port) = parse_args().map_err(|usage| format!("echo_server: {usage}"))?;
+fn main() -> ExitCode {
+    let (host, port) = match parse_args() {
+        Ok(args) => args,
+        Err(usage) => {
+            eprintln!("echo_server: {usage}");
+            return ExitCode::from(2);
+        }
+    };
+    match serve(&host, port) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("echo_server: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serves on `host:port` until SIGINT or SIGTERM.
+fn serve(host: &str, port: u16) -> Result<(), Box<dyn std::error::Error>> {
     let lp = EventLoop::new()?;
     let server = lp.run_until_complete(lp.create_server(
         Echo::default,
-        host.as_str(),
+        host,
         port,
         ServerOptions::default(),
     ))??;
@@ -66,7 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         lp.add_signal_handler(sig, move || stopper.stop())?;
     }
     let Some(Address::Inet(bound)) = server.sockets().into_iter().next() else {
-        return Err("echo_server: the server has no TCP socket".into());
+        return Err("the server has no TCP socket".into());
     };
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}", bound.port())?;

@@ -11,9 +11,11 @@
 #   NET_BENCH_SECONDS=n     length of each measured run, after a 0.5 s warm-up (default 3)
 #   NET_BENCH_ROUNDS=n      rounds over all servers; the table shows medians (default 3)
 #   NET_BENCH_LOOPD_CMD=cmd the loopd server, run with `bash -c "exec $cmd"`: it must print
-#                           its TCP port on 127.0.0.1 alone on its first stdout line, echo,
+#                           its TCP port on 127.0.0.1 on its first stdout line ("PORT", or
+#                           "PORT PID" to name the process whose CPU is measured), echo,
 #                           and exit on SIGTERM (default: the engine's echo example,
-#                           target/release/examples/echo_server)
+#                           target/release/examples/echo_server; bench/net_loopd.sh runs
+#                           the daemon's echo server)
 #   NET_BENCH_RT=1          run the servers and the client as real-time processes
 #                           (chrt -f 50), so that other work on the machine (a compiler)
 #                           does not preempt them; off by default
@@ -75,7 +77,8 @@ fi
 
 declare -A port pid
 # Starts "$@" in the background, logging stderr to $out/$name.log; waits for the port it
-# prints on its first stdout line.
+# prints on its first stdout line ("PORT", or "PORT PID" when the process whose CPU counts
+# is another one, as bench/net_loopd.sh's daemon).
 start() {
     local name=$1
     shift
@@ -84,9 +87,9 @@ start() {
     for _ in $(seq 500); do
         local first
         first=$(head -n 1 "$out/$name.port" 2>/dev/null || true)
-        if [[ $first =~ ^[0-9]+$ ]]; then
-            port[$name]=$first
-            pid[$name]=${pids[-1]}
+        if [[ $first =~ ^([0-9]+)( ([0-9]+))?$ ]]; then
+            port[$name]=${BASH_REMATCH[1]}
+            pid[$name]=${BASH_REMATCH[3]:-${pids[-1]}}
             return 0
         fi
         kill -0 "${pids[-1]}" 2>/dev/null || break

@@ -173,6 +173,30 @@ pub enum Error {
     /// `serve_forever` was called on a server whose `serve_forever` is already running.
     #[error("server is already being awaited on serve_forever()")]
     AlreadyServingForever,
+    /// `getnameinfo` failed for an address (e.g. `NI_NAMEREQD` and no name).
+    #[error("cannot get the name of address {addr}")]
+    NameInfo {
+        /// The address, rendered.
+        addr: String,
+        /// What getnameinfo said.
+        #[source]
+        source: io::Error,
+    },
+    /// `create_datagram_endpoint` with `reuse_address=true`, which asyncio refuses too.
+    #[error(
+        "passing `reuse_address=True` is no longer supported, as the usage of SO_REUSEPORT \
+         in UDP poses a significant security concern"
+    )]
+    ReuseAddressNotSupported,
+    /// `sendto` with an address other than the endpoint's peer, or without one on an
+    /// endpoint that has no peer (asyncio's "Invalid address: must be None or ...").
+    #[error("invalid address {addr}: must be {expected}")]
+    InvalidSendtoAddress {
+        /// The address given, rendered (`None` when missing).
+        addr: String,
+        /// What was expected instead.
+        expected: String,
+    },
 }
 
 impl Error {

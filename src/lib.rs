@@ -35,8 +35,9 @@
 //! - Linux only (epoll, timerfd).
 //! - `call_soon_threadsafe` returns no cancellable handle.
 //! - Callbacks are Rust closures; the loop is `!Send` and lives on one thread.
-//! - Networking covers TCP and Unix stream servers and connections only: no TLS, UDP,
-//!   Happy Eyeballs, sendfile or pipes yet (see [`net`]).
+//! - Networking covers TCP and Unix stream servers and connections, UDP and Unix datagram
+//!   endpoints, getaddrinfo/getnameinfo: no TLS, Happy Eyeballs, sendfile or pipes yet
+//!   (see [`net`]).
 
 mod clock;
 pub mod error;
@@ -62,6 +63,10 @@ pub use executor::{Executor, Job, JobLost, ThreadPool};
 pub use future::{CallbackId, Future, Take};
 pub use handle::{Handle, TimerHandle};
 pub use metrics::{LATENESS_BUCKET_BOUNDS_NS, LatenessHistogram, Metrics};
+pub use net::{
+    AddrInfo, AddrInfoHints, DatagramAddr, DatagramOptions, DatagramProtocol, DatagramTransport,
+    Family, SockType,
+};
 pub use net::{
     Address, ConnectOptions, ExtraInfo, Hosts, NetMetrics, Protocol, Server, ServerOptions,
     Transport,

@@ -1,5 +1,8 @@
 //! Stream transports and protocols: asyncio's `create_server`, `create_connection` and their
 //! Unix-socket twins, on epoll (edge-triggered, through the loop's mio registry) and socket2.
+//! Also datagram endpoints (`create_datagram_endpoint`: [`DatagramTransport`],
+//! [`DatagramProtocol`], UDP and Unix) and name resolution on the executor
+//! (`getaddrinfo`, `getnameinfo`).
 //!
 //! asyncio's model: a [`Protocol`] is user code called when things happen (connection made,
 //! data received, EOF, connection lost, write buffer too full / drained); a [`Transport`] is
@@ -40,12 +43,21 @@
 //! - `create_connection` tries the addresses one after the other (no Happy Eyeballs yet).
 //! - Sockets are `socket2::Socket`s registered through `SourceFd` rather than
 //!   `mio::net` types: one code path serves TCP and Unix sockets.
+//! - [`DatagramTransport::sendto`] takes a resolved [`Address`] (asyncio's `sock.sendto`
+//!   would resolve a host name on the loop thread); it fails with
+//!   [`Error::TransportClosing`] once the endpoint is closing, where asyncio drops the data.
+//! - [`getaddrinfo`](EventLoop::getaddrinfo) returns IPv4 and IPv6 entries only, and takes
+//!   the port as a number (no service names).
 //!
 //! # Not yet
-//! TLS (`ssl`, `start_tls`), UDP endpoints, Happy Eyeballs, `sock=` (adopting a socket),
-//! `family`/`flags`/`proto`, `sendfile`, pipes, `keep_alive`, `Server.close_clients`.
+//! TLS (`ssl`, `start_tls`), Happy Eyeballs, `sock=` (adopting a socket),
+//! `family`/`flags`/`proto` of stream connections, `sendfile`, pipes, `keep_alive`,
+//! `Server.close_clients`, `sock=` of `create_datagram_endpoint`.
 
+mod calls;
 mod connect;
+mod datagram;
+mod dns;
 mod protocol;
 mod server;
 mod socket;
@@ -59,6 +71,10 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 pub use connect::ConnectOptions;
+pub use datagram::{
+    DatagramAddr, DatagramOptions, DatagramProtocol, DatagramTransport, MAX_DATAGRAMS_PER_READ,
+};
+pub use dns::{AddrInfo, AddrInfoHints, Family, SockType};
 pub use protocol::Protocol;
 pub use server::{Hosts, Server, ServerOptions};
 pub use transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, ExtraInfo, Transport};
@@ -114,6 +130,7 @@ pub(crate) struct NetState {
     next_id: Cell<u64>,
     read_buffer: RefCell<Vec<u8>>,
     pub(crate) counters: NetCounters,
+    datagrams: RefCell<HashMap<u64, Rc<datagram::DatagramInner>>>,
 }
 
 /// Running totals of one loop's stream traffic.
@@ -170,6 +187,8 @@ impl Drop for NetState {
         for transport in transports.values() {
             transport.forget();
         }
+        let datagrams = std::mem::take(self.datagrams.get_mut());
+        datagrams.values().for_each(|endpoint| endpoint.forget());
     }
 }
 
@@ -205,4 +224,6 @@ pub(crate) fn close_loop(lp: &EventLoop) {
         transport.forget(); // waiting protocol calls hold the protocol: drop them too
     }
     drop((servers, transports));
+    let datagrams = std::mem::take(&mut *lp.core.net.datagrams.borrow_mut());
+    datagrams.values().for_each(|endpoint| endpoint.release(lp));
 }

@@ -380,7 +380,10 @@ impl Transport {
 }
 
 /// asyncio's `_set_write_buffer_limits`: the missing mark is derived from the other one.
-fn write_buffer_limits(high: Option<usize>, low: Option<usize>) -> Result<(usize, usize)> {
+pub(crate) fn write_buffer_limits(
+    high: Option<usize>,
+    low: Option<usize>,
+) -> Result<(usize, usize)> {
     let high = high.unwrap_or_else(|| low.map_or(DEFAULT_HIGH_WATER, |l| l.saturating_mul(4)));
     let low = low.unwrap_or(high / 4);
     if high < low {

@@ -36,7 +36,7 @@
 //! - `call_soon_threadsafe` returns no cancellable handle.
 //! - Callbacks are Rust closures; the loop is `!Send` and lives on one thread.
 //! - Networking covers TCP and Unix stream servers and connections, UDP and Unix datagram
-//!   endpoints, getaddrinfo/getnameinfo: no TLS, Happy Eyeballs, sendfile or pipes yet
+//!   endpoints, getaddrinfo/getnameinfo, Happy Eyeballs: no TLS, sendfile or pipes yet
 //!   (see [`net`]).
 
 mod clock;

@@ -869,6 +869,7 @@ fn local_addr_in_use_and_bad_host_names_are_errors() {
     let lp = EventLoop::new().unwrap();
     let options = ConnectOptions {
         local_addr: Some(taken.local_addr().unwrap()),
+        ..Default::default()
     };
     let connect = lp.create_connection(|| Probe(record(|_| {})), "127.0.0.1", 1, options);
     let err = run(&lp, connect).unwrap_err();

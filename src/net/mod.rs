@@ -40,7 +40,10 @@
 //!   [`Server::serve_forever`] ends with `Err(Error::Cancelled)` when the server is closed,
 //!   where asyncio raises `CancelledError`.
 //! - [`Transport::is_reading`] is also `false` once the peer's EOF was read.
-//! - `create_connection` tries the addresses one after the other (no Happy Eyeballs yet).
+//! - `create_connection` tries the addresses one after the other unless
+//!   `happy_eyeballs_delay` is set, as asyncio. [`EventLoop::create_connection_to`] (not in
+//!   asyncio) takes the addresses themselves; asyncio's `create_connection(sock=...)` is
+//!   [`EventLoop::create_connection_with_sock`].
 //! - Sockets are `socket2::Socket`s registered through `SourceFd` rather than
 //!   `mio::net` types: one code path serves TCP and Unix sockets.
 //! - [`DatagramTransport::sendto`] takes a resolved [`Address`] (asyncio's `sock.sendto`
@@ -50,14 +53,15 @@
 //!   the port as a number (no service names).
 //!
 //! # Not yet
-//! TLS (`ssl`, `start_tls`), Happy Eyeballs, `sock=` (adopting a socket),
-//! `family`/`flags`/`proto` of stream connections, `sendfile`, pipes, `keep_alive`,
-//! `Server.close_clients`, `sock=` of `create_datagram_endpoint`.
+//! TLS (`ssl`, `start_tls`), `flags`/`proto` of stream connections, `all_errors`,
+//! `sendfile`, pipes, `keep_alive`, `Server.close_clients`, `sock=` of
+//! `create_datagram_endpoint`.
 
 mod calls;
 mod connect;
 mod datagram;
 mod dns;
+mod eyeballs;
 mod protocol;
 mod server;
 mod socket;

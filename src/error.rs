@@ -197,6 +197,24 @@ pub enum Error {
         /// What was expected instead.
         expected: String,
     },
+    /// `write` on a transport while `loop.sendfile` sends a file through it.
+    #[error("unable to write; sendfile is in progress")]
+    SendfileInProgress,
+    /// The kernel's `sendfile` cannot serve this transport or file, and the fallback was
+    /// disabled (asyncio's `SendfileNotAvailableError`).
+    #[error("sendfile is not available: {0}")]
+    SendfileNotAvailable(String),
+    /// A socket call (`sock_recv`, `sock_sendall`, ...) the OS refused, with the fd.
+    #[error("{op} on fd {fd} failed")]
+    Sock {
+        /// The system call.
+        op: &'static str,
+        /// The socket's descriptor.
+        fd: RawFd,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl Error {

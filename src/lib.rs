@@ -36,8 +36,8 @@
 //! - `call_soon_threadsafe` returns no cancellable handle.
 //! - Callbacks are Rust closures; the loop is `!Send` and lives on one thread.
 //! - Networking covers TCP and Unix stream servers and connections, UDP and Unix datagram
-//!   endpoints, getaddrinfo/getnameinfo, Happy Eyeballs: no TLS, sendfile or pipes yet
-//!   (see [`net`]).
+//!   endpoints, getaddrinfo/getnameinfo, Happy Eyeballs, sendfile, `sock_*`: no TLS or
+//!   pipes yet (see [`net`]).
 
 mod clock;
 pub mod error;

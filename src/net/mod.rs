@@ -1,8 +1,9 @@
 //! Stream transports and protocols: asyncio's `create_server`, `create_connection` and their
 //! Unix-socket twins, on epoll (edge-triggered, through the loop's mio registry) and socket2.
 //! Also datagram endpoints (`create_datagram_endpoint`: [`DatagramTransport`],
-//! [`DatagramProtocol`], UDP and Unix) and name resolution on the executor
-//! (`getaddrinfo`, `getnameinfo`).
+//! [`DatagramProtocol`], UDP and Unix), name resolution on the executor
+//! (`getaddrinfo`, `getnameinfo`), `sendfile`/`sock_sendfile` (the kernel's `sendfile(2)`,
+//! or chunks read on the executor), and `sock_*` operations on sockets the caller owns.
 //!
 //! asyncio's model: a [`Protocol`] is user code called when things happen (connection made,
 //! data received, EOF, connection lost, write buffer too full / drained); a [`Transport`] is
@@ -51,11 +52,15 @@
 //!   [`Error::TransportClosing`] once the endpoint is closing, where asyncio drops the data.
 //! - [`getaddrinfo`](EventLoop::getaddrinfo) returns IPv4 and IPv6 entries only, and takes
 //!   the port as a number (no service names).
+//! - The `sock_*` methods borrow the socket (any `AsFd`) and refuse a blocking one with
+//!   [`Error::InvalidArgument`] (asyncio checks only in debug mode); they fail with
+//!   [`Error::Register`] on an fd the loop already watches (a transport's, `add_reader`).
+//! - The `sendfile` fallback reads 64 KiB at a time (asyncio: 16 KiB), since each read is a
+//!   trip to the executor.
 //!
 //! # Not yet
 //! TLS (`ssl`, `start_tls`), `flags`/`proto` of stream connections, `all_errors`,
-//! `sendfile`, pipes, `keep_alive`, `Server.close_clients`, `sock=` of
-//! `create_datagram_endpoint`.
+//! pipes, `keep_alive`, `Server.close_clients`, `sock=` of `create_datagram_endpoint`.
 
 mod calls;
 mod connect;
@@ -63,7 +68,9 @@ mod datagram;
 mod dns;
 mod eyeballs;
 mod protocol;
+mod sendfile;
 mod server;
+mod sock;
 mod socket;
 mod transport;
 

@@ -3,19 +3,16 @@
 //! Errors name the address they concern (`address 127.0.0.1:8080 is already in use`,
 //! `connection to 127.0.0.1:1 refused`), keeping the OS error as the source.
 
-use std::cell::Cell;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::rc::Rc;
 
 use mio::Interest;
-use mio::unix::SourceFd;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::error::{Error, Result};
-use crate::event_loop::{EventLoop, IoDispatch};
+use crate::event_loop::EventLoop;
 
 /// The addresses `host` names: an IP literal directly, anything else through getaddrinfo
 /// on the default executor (as asyncio's `getaddrinfo`). `None` (or an empty name) means
@@ -182,26 +179,5 @@ pub(crate) async fn connect(
 
 /// Waits until `socket` is writable (or has an error), through a temporary registration.
 async fn wait_writable(lp: &EventLoop, socket: &Socket) -> Result<()> {
-    let fd = socket.as_raw_fd();
-    let ready = lp.create_future::<()>()?;
-    let done = ready.clone();
-    let dispatch: IoDispatch = Rc::new(move |_: &EventLoop, _| {
-        if !done.done() {
-            let _ = done.set_result(());
-        }
-    });
-    let token = lp
-        .register_source(&mut SourceFd(&fd), Interest::WRITABLE, dispatch)
-        .map_err(|source| Error::Register { fd, source })?;
-    // Deregisters even if the awaiting task is cancelled (the future dropped).
-    struct Registration<'a>(&'a EventLoop, i32, Cell<Option<mio::Token>>);
-    impl Drop for Registration<'_> {
-        fn drop(&mut self) {
-            if let Some(token) = self.2.take() {
-                let _ = self.0.deregister_source(&mut SourceFd(&self.1), token);
-            }
-        }
-    }
-    let _registration = Registration(lp, fd, Cell::new(Some(token)));
-    ready.await
+    crate::net::sock::wait_ready(lp, socket.as_raw_fd(), Interest::WRITABLE).await
 }

@@ -76,6 +76,8 @@ pub(crate) struct TransportInner {
     /// Protocol calls waiting for a busy protocol, in order (see `call_on`).
     deferred: RefCell<VecDeque<Deferred>>,
     drain_scheduled: Cell<bool>,
+    /// `loop.sendfile`'s waiters and its in-progress flag.
+    pub(crate) sendfile: crate::net::sendfile::SendfileHook,
 }
 
 /// A protocol call that could not run at once: the protocol, the method's name, the call.
@@ -181,6 +183,7 @@ pub(crate) fn start(
         peername,
         deferred: RefCell::new(VecDeque::new()),
         drain_scheduled: Cell::new(false),
+        sendfile: Default::default(),
     });
     let weak = Rc::downgrade(&inner);
     let dispatch: IoDispatch = Rc::new(move |lp: &EventLoop, readiness| {
@@ -432,6 +435,9 @@ impl TransportInner {
     // ---- readiness ----------------------------------------------------------------
 
     fn on_ready(self: &Rc<Self>, lp: &EventLoop, readiness: Readiness) {
+        if readiness.writable || readiness.write_closed || readiness.error {
+            self.sendfile.on_writable();
+        }
         if readiness.readable || readiness.read_closed || readiness.error {
             self.queue_read(lp);
         }
@@ -553,6 +559,9 @@ impl TransportInner {
             if state.eof_requested {
                 return Err(Error::WriteAfterEof);
             }
+            if self.sendfile.is_active() {
+                return Err(Error::SendfileInProgress);
+            }
             if state.closing || state.lost {
                 return Err(Error::TransportClosing);
             }
@@ -621,6 +630,9 @@ impl TransportInner {
             let state = self.state.borrow();
             (state.pending() == 0, state.closing, state.eof_requested)
         };
+        if flushed {
+            self.sendfile.on_drained();
+        }
         if flushed && closing {
             self.schedule_connection_lost(lp, None);
         } else if flushed && eof {
@@ -736,6 +748,7 @@ impl TransportInner {
     /// Closes the socket, cancels the cells, drops the protocol, leaves the registry and
     /// the server. Idempotent.
     pub(crate) fn release(&self, lp: &EventLoop) {
+        self.sendfile.on_lost();
         let socket = self.socket.borrow_mut().take();
         if let (Some(socket), Some(token)) = (&socket, self.token.take()) {
             if let Err(err) = lp.deregister_source(&mut SourceFd(&socket.as_raw_fd()), token) {

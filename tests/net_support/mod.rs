@@ -41,3 +41,9 @@ pub fn run_until(lp: &EventLoop, cond: impl Fn() -> bool + 'static) {
     let inner = lp.clone();
     run(lp, async move { until(&inner, cond).await });
 }
+
+/// Runs the loop for `delay` (e.g. to let a `close()` flush and finish).
+pub fn run_for(lp: &EventLoop, delay: Duration) {
+    let inner = lp.clone();
+    run(lp, async move { sleep(&inner, delay).await });
+}

@@ -20,7 +20,8 @@
 //! - [`policy`]: event loop policies ([`EventLoopPolicy`]): the current loop per thread,
 //!   the child watcher, and asyncio's module-level `get_event_loop` and friends.
 //! - [`net`]: stream transports and protocols: [`Server`] (`create_server`,
-//!   `create_unix_server`), `create_connection`, [`Transport`], [`Protocol`].
+//!   `create_unix_server`), `create_connection`, [`Transport`], [`Protocol`]; datagram
+//!   endpoints ([`DatagramTransport`]); pipe transports; getaddrinfo; sendfile; `sock_*`.
 //! - [`process`]: child watchers ([`ChildWatcher`]): pidfd (default) and thread-per-child;
 //!   subprocesses (`subprocess_exec`, [`SubprocessTransport`], [`SubprocessProtocol`]).
 //!
@@ -36,8 +37,8 @@
 //! - `call_soon_threadsafe` returns no cancellable handle.
 //! - Callbacks are Rust closures; the loop is `!Send` and lives on one thread.
 //! - Networking covers TCP and Unix stream servers and connections, UDP and Unix datagram
-//!   endpoints, getaddrinfo/getnameinfo, Happy Eyeballs, sendfile, `sock_*`: no TLS or
-//!   pipes yet (see [`net`]).
+//!   endpoints, getaddrinfo/getnameinfo, Happy Eyeballs, sendfile, `sock_*` and pipe
+//!   transports: no TLS yet (see [`net`]).
 
 mod clock;
 pub mod error;
@@ -65,7 +66,7 @@ pub use handle::{Handle, TimerHandle};
 pub use metrics::{LATENESS_BUCKET_BOUNDS_NS, LatenessHistogram, Metrics};
 pub use net::{
     AddrInfo, AddrInfoHints, DatagramAddr, DatagramOptions, DatagramProtocol, DatagramTransport,
-    Family, SockType,
+    Family, ReadPipeProtocol, ReadPipeTransport, SockType, WritePipeProtocol, WritePipeTransport,
 };
 pub use net::{
     Address, ConnectOptions, ExtraInfo, Hosts, NetMetrics, Protocol, Server, ServerOptions,

@@ -3,7 +3,8 @@
 //! Also datagram endpoints (`create_datagram_endpoint`: [`DatagramTransport`],
 //! [`DatagramProtocol`], UDP and Unix), name resolution on the executor
 //! (`getaddrinfo`, `getnameinfo`), `sendfile`/`sock_sendfile` (the kernel's `sendfile(2)`,
-//! or chunks read on the executor), and `sock_*` operations on sockets the caller owns.
+//! or chunks read on the executor), `sock_*` operations on sockets the caller owns, and
+//! pipe transports (`connect_read_pipe`, `connect_write_pipe`: pipes, FIFOs).
 //!
 //! asyncio's model: a [`Protocol`] is user code called when things happen (connection made,
 //! data received, EOF, connection lost, write buffer too full / drained); a [`Transport`] is
@@ -55,18 +56,23 @@
 //! - The `sock_*` methods borrow the socket (any `AsFd`) and refuse a blocking one with
 //!   [`Error::InvalidArgument`] (asyncio checks only in debug mode); they fail with
 //!   [`Error::Register`] on an fd the loop already watches (a transport's, `add_reader`).
+//! - Pipe transports take an `OwnedFd` (a `File`, a child's pipe, ...) and have their own
+//!   protocol traits, [`ReadPipeProtocol`] and [`WritePipeProtocol`], since a stream
+//!   [`Protocol`]'s `connection_made` gets a socket [`Transport`]. `write` on a closing
+//!   write pipe fails with [`Error::TransportClosing`], as on a stream transport.
 //! - The `sendfile` fallback reads 64 KiB at a time (asyncio: 16 KiB), since each read is a
 //!   trip to the executor.
 //!
 //! # Not yet
 //! TLS (`ssl`, `start_tls`), `flags`/`proto` of stream connections, `all_errors`,
-//! pipes, `keep_alive`, `Server.close_clients`, `sock=` of `create_datagram_endpoint`.
+//! `keep_alive`, `Server.close_clients`, `sock=` of `create_datagram_endpoint`.
 
 mod calls;
 mod connect;
 mod datagram;
 mod dns;
 mod eyeballs;
+mod pipes;
 mod protocol;
 mod sendfile;
 mod server;
@@ -86,6 +92,7 @@ pub use datagram::{
     DatagramAddr, DatagramOptions, DatagramProtocol, DatagramTransport, MAX_DATAGRAMS_PER_READ,
 };
 pub use dns::{AddrInfo, AddrInfoHints, Family, SockType};
+pub use pipes::{ReadPipeProtocol, ReadPipeTransport, WritePipeProtocol, WritePipeTransport};
 pub use protocol::Protocol;
 pub use server::{Hosts, Server, ServerOptions};
 pub use transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, ExtraInfo, Transport};
@@ -142,6 +149,7 @@ pub(crate) struct NetState {
     read_buffer: RefCell<Vec<u8>>,
     pub(crate) counters: NetCounters,
     datagrams: RefCell<HashMap<u64, Rc<datagram::DatagramInner>>>,
+    pipes: RefCell<HashMap<u64, Rc<dyn pipes::PipeEnd>>>,
 }
 
 /// Running totals of one loop's stream traffic.
@@ -200,6 +208,8 @@ impl Drop for NetState {
         }
         let datagrams = std::mem::take(self.datagrams.get_mut());
         datagrams.values().for_each(|endpoint| endpoint.forget());
+        let pipes = std::mem::take(self.pipes.get_mut());
+        pipes.values().for_each(|pipe| pipe.forget());
     }
 }
 
@@ -237,4 +247,6 @@ pub(crate) fn close_loop(lp: &EventLoop) {
     drop((servers, transports));
     let datagrams = std::mem::take(&mut *lp.core.net.datagrams.borrow_mut());
     datagrams.values().for_each(|endpoint| endpoint.release(lp));
+    let pipes = std::mem::take(&mut *lp.core.net.pipes.borrow_mut());
+    pipes.values().for_each(|pipe| pipe.release(lp));
 }

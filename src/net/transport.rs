@@ -48,6 +48,8 @@ pub enum ExtraInfo {
     Address(Address),
     /// `socket`: the raw file descriptor (still owned by the transport).
     Socket(RawFd),
+    /// `pipe`: a pipe transport's file descriptor (still owned by the transport).
+    Pipe(RawFd),
 }
 
 /// asyncio's stream transport: write to it, close it, pause and resume its reading.

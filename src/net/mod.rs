@@ -70,15 +70,18 @@
 mod calls;
 mod connect;
 mod datagram;
+mod datagram_transport;
 mod dns;
 mod eyeballs;
 mod pipes;
 mod protocol;
+mod read_pipe;
 mod sendfile;
 mod server;
 mod sock;
 mod socket;
 mod transport;
+mod write_pipe;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -88,14 +91,15 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 pub use connect::ConnectOptions;
-pub use datagram::{
-    DatagramAddr, DatagramOptions, DatagramProtocol, DatagramTransport, MAX_DATAGRAMS_PER_READ,
-};
+pub use datagram::{DatagramAddr, DatagramOptions, DatagramProtocol};
+pub use datagram_transport::{DatagramTransport, MAX_DATAGRAMS_PER_READ};
 pub use dns::{AddrInfo, AddrInfoHints, Family, SockType};
-pub use pipes::{ReadPipeProtocol, ReadPipeTransport, WritePipeProtocol, WritePipeTransport};
+pub use pipes::{ReadPipeProtocol, WritePipeProtocol};
 pub use protocol::Protocol;
+pub use read_pipe::ReadPipeTransport;
 pub use server::{Hosts, Server, ServerOptions};
 pub use transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, ExtraInfo, Transport};
+pub use write_pipe::WritePipeTransport;
 
 #[cfg(doc)]
 use crate::error::Error;
@@ -148,7 +152,7 @@ pub(crate) struct NetState {
     next_id: Cell<u64>,
     read_buffer: RefCell<Vec<u8>>,
     pub(crate) counters: NetCounters,
-    datagrams: RefCell<HashMap<u64, Rc<datagram::DatagramInner>>>,
+    datagrams: RefCell<HashMap<u64, Rc<datagram_transport::DatagramInner>>>,
     pipes: RefCell<HashMap<u64, Rc<dyn pipes::PipeEnd>>>,
 }
 

@@ -4,7 +4,7 @@
 //! `connection to 127.0.0.1:1 refused`), keeping the OS error as the source.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
@@ -13,10 +13,11 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
+use crate::net::dns::{self, AddrInfoHints, SockType};
 
 /// The addresses `host` names: an IP literal directly, anything else through getaddrinfo
-/// on the default executor (as asyncio's `getaddrinfo`). `None` (or an empty name) means
-/// every interface: `0.0.0.0` and `::`.
+/// on the default executor (as asyncio's `getaddrinfo`, `SOCK_STREAM`, `AI_PASSIVE`).
+/// `None` (or an empty name) means every interface: `0.0.0.0` and `::`.
 pub(crate) async fn resolve(
     lp: &EventLoop,
     host: Option<&str>,
@@ -31,30 +32,12 @@ pub(crate) async fn resolve(
         }
         Some(host) => host,
     };
-    let literal = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if let Ok(ip) = literal.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    let name = host.to_string();
-    let lookup = lp.run_in_executor(move || {
-        (name.as_str(), port)
-            .to_socket_addrs()
-            .map(Iterator::collect::<Vec<_>>)
-    })?;
-    let resolve_error = |source| Error::Resolve {
-        host: host.to_string(),
-        source,
+    let hints = AddrInfoHints {
+        socktype: SockType::Stream,
+        flags: libc::AI_PASSIVE,
+        ..Default::default()
     };
-    let addrs = lookup.take().await?.map_err(resolve_error)?;
-    if addrs.is_empty() {
-        return Err(resolve_error(io::Error::other(
-            "getaddrinfo() returned empty list",
-        )));
-    }
-    Ok(addrs)
+    dns::resolve_addrs(lp, host, port, hints).await
 }
 
 /// The error for a failed `bind` to `addr`.

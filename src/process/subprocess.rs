@@ -33,8 +33,7 @@ use mio::{Interest, Token};
 
 use super::ChildWatcher;
 use super::spawn::{
-    ParentEnds, Stdio, SubprocessOptions, build_command, check_inputs, invalid, kill_and_reap,
-    spawn,
+    ParentEnds, Stdio, SubprocessOptions, check_inputs, invalid, kill_and_reap, spawn_child,
 };
 use crate::error::{Error, Result};
 use crate::event_loop::{Core, EventLoop, IoDispatch};
@@ -269,8 +268,7 @@ impl EventLoop {
         if !watcher.is_active() {
             return Err(Error::ChildWatcherClosed);
         }
-        let (command, ends) = build_command(&argv, options)?;
-        let pid = spawn(command, argv[0])?;
+        let (pid, ends) = spawn_child(&argv, options)?;
         let inner = Rc::new(Inner::new(self, pid, &ends));
         inner.watch(self, &*watcher)?;
         inner.register_pipes(self, ends)?;

@@ -11,12 +11,14 @@ Spawned children get stdin, stdout and stderr on DEVNULL (create_subprocess_exec
 bytes in pipe_data_received (stdout PIPE, the rest DEVNULL), as loopd's reader does.
 Every child must exit 0 and the reader must count exactly BYTES, else this exits 1.
 
-Prints one JSON object per figure on stdout: {"loop", "name", "value", "unit"}.
+Prints one JSON object per figure on stdout: {"loop", "name", "value", "unit"}; the spawn
+modes also print the CPU time this process (all threads, not its children) spent per spawn.
 """
 
 import argparse
 import asyncio
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -47,9 +49,16 @@ async def spawn_run(total, in_flight, program):
             left -= 1
             await one(program)
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     await asyncio.gather(*(worker() for _ in range(in_flight)))
-    return total / (time.perf_counter() - start)
+    elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+    return total / elapsed, cpu / total * 1e6
+
+
+def cpu_seconds():
+    """CPU seconds (user + system) this process used so far, all threads, no children."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class Counter(asyncio.SubprocessProtocol):
@@ -102,10 +111,11 @@ def main():
     else:
         run = asyncio.run
     a = opts.args
-    if opts.mode == "seq" and len(a) == 2:
-        emit("spawn_seq", run(spawn_run(positive(a[0]), 1, a[1])), "spawns/s")
-    elif opts.mode == "conc" and len(a) == 3:
-        emit("spawn_conc", run(spawn_run(positive(a[0]), positive(a[1]), a[2])), "spawns/s")
+    if opts.mode in ("seq", "conc") and len(a) == (2 if opts.mode == "seq" else 3):
+        in_flight = 1 if opts.mode == "seq" else positive(a[1])
+        rate, cpu = run(spawn_run(positive(a[0]), in_flight, a[-1]))
+        emit(f"spawn_{opts.mode}", rate, "spawns/s")
+        emit(f"spawn_{opts.mode}_cpu", cpu, "us")
     elif opts.mode == "read" and len(a) >= 2:
         emit("read_throughput", run(read_run(positive(a[0]), a[1:])), "MB/s")
     else:

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Prints one JSON object per figure on stdout: `{"loop","name","value","unit"}`, with the
-//! names and units of the other two programs, so `bench/proc_table.py` can join them.
+//! names and units of the other two programs, so `bench/proc_table.py` can join them. The
+//! spawn modes also print this process's CPU time (not its children's) per spawn.
 //!
 //! # Invariants
 //! - Spawned children get stdin, stdout and stderr on `/dev/null` ([`Stdio::DevNull`]),
@@ -100,8 +101,21 @@ impl SubprocessProtocol for Child {
     }
 }
 
-/// `total` children of `program`, `in_flight` at a time; spawns per second.
-fn spawn_run(total: u64, in_flight: u64, program: &str) -> Res<f64> {
+/// CPU seconds (user + system) this process used so far; children not included.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given; all zeroes is a valid start.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// `total` children of `program`, `in_flight` at a time: spawns per second, and this
+/// process's CPU microseconds per spawn.
+fn spawn_run(total: u64, in_flight: u64, program: &str) -> Res<(f64, f64)> {
     let lp = EventLoop::new()?;
     let spawner = Rc::new(Spawner {
         lp: lp.clone(),
@@ -111,12 +125,13 @@ fn spawn_run(total: u64, in_flight: u64, program: &str) -> Res<f64> {
         exited: Cell::new(0),
         failure: Cell::new(None),
     });
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), cpu_seconds());
     for _ in 0..in_flight {
         spawner.start_next();
     }
     lp.run_forever()?;
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_start;
     lp.close()?;
     if let Some(why) = spawner.failure.take() {
         return Err(why.into());
@@ -124,7 +139,7 @@ fn spawn_run(total: u64, in_flight: u64, program: &str) -> Res<f64> {
     if spawner.exited.get() != total {
         return Err(format!("{} of {total} children exited", spawner.exited.get()).into());
     }
-    Ok(total as f64 / elapsed)
+    Ok((total as f64 / elapsed, cpu / total as f64 * 1e6))
 }
 
 /// Counts what the child writes to stdout.
@@ -200,11 +215,15 @@ fn main() -> Res<()> {
     }
     match args.first().map(String::as_str) {
         Some("seq") if args.len() == 3 => {
-            emit("spawn_seq", spawn_run(number(args.get(1))?, 1, &args[2])?, "spawns/s");
+            let (rate, cpu) = spawn_run(number(args.get(1))?, 1, &args[2])?;
+            emit("spawn_seq", rate, "spawns/s");
+            emit("spawn_seq_cpu", cpu, "us");
         }
         Some("conc") if args.len() == 4 => {
             let (n, k) = (number(args.get(1))?, number(args.get(2))?);
-            emit("spawn_conc", spawn_run(n, k, &args[3])?, "spawns/s");
+            let (rate, cpu) = spawn_run(n, k, &args[3])?;
+            emit("spawn_conc", rate, "spawns/s");
+            emit("spawn_conc_cpu", cpu, "us");
         }
         Some("read") if args.len() >= 3 => {
             emit("read_throughput", read_run(number(args.get(1))?, &args[2..])?, "MB/s");

@@ -210,7 +210,15 @@ fn main() -> Res<()> {
     if !bench {
         spawn_run(5, 1, "true")?;
         spawn_run(10, 3, "true")?;
-        read_run(1_000_000, &["head".into(), "-c".into(), "1000000".into(), "/dev/zero".into()])?;
+        read_run(
+            1_000_000,
+            &[
+                "head".into(),
+                "-c".into(),
+                "1000000".into(),
+                "/dev/zero".into(),
+            ],
+        )?;
         return Ok(());
     }
     match args.first().map(String::as_str) {
@@ -226,7 +234,11 @@ fn main() -> Res<()> {
             emit("spawn_conc_cpu", cpu, "us");
         }
         Some("read") if args.len() >= 3 => {
-            emit("read_throughput", read_run(number(args.get(1))?, &args[2..])?, "MB/s");
+            emit(
+                "read_throughput",
+                read_run(number(args.get(1))?, &args[2..])?,
+                "MB/s",
+            );
         }
         _ => {
             return Err("usage: spawn --bench seq N PROGRAM | conc N K PROGRAM | \

@@ -318,7 +318,9 @@ impl CStrings {
             // SAFETY: `start` is an index into `bytes`.
             unsafe { base.add(start) }.cast::<libc::c_char>().cast_mut()
         });
-        strings.chain(std::iter::once(std::ptr::null_mut())).collect()
+        strings
+            .chain(std::iter::once(std::ptr::null_mut()))
+            .collect()
     }
 }
 
@@ -409,13 +411,10 @@ fn devnull() -> Result<RawFd> {
         .open("/dev/null") // std opens with O_CLOEXEC
         .map_err(Error::io("open /dev/null"))?;
     let _ = DEVNULL.set(OwnedFd::from(file)); // another thread may have won: ours closes
-    DEVNULL
-        .get()
-        .map(AsRawFd::as_raw_fd)
-        .ok_or(Error::Io {
-            op: "open /dev/null",
-            source: io::Error::other("not cached"),
-        })
+    DEVNULL.get().map(AsRawFd::as_raw_fd).ok_or(Error::Io {
+        op: "open /dev/null",
+        source: io::Error::other("not cached"),
+    })
 }
 
 /// A close-on-exec copy of `fd` numbered 3 or more.
@@ -640,5 +639,136 @@ mod tests {
             };
             assert_eq!(check(&["true"], options).is_ok(), ok);
         }
+    }
+
+    /// Environment settings, as `SubprocessOptions::env` holds them.
+    type Vars<'a> = &'a [(&'a str, &'a str)];
+
+    fn with_env(env_clear: bool, env: Vars) -> SubprocessOptions {
+        SubprocessOptions {
+            env_clear,
+            env: env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn path_is_searched_here_only_when_the_child_gets_another() {
+        let cases: [(bool, Vars, Option<&str>); 5] = [
+            (false, &[], None),
+            (false, &[("HOME", "/x")], None),
+            (false, &[("PATH", "/a"), ("PATH", "/b:/c")], Some("/b:/c")),
+            (true, &[], Some("/bin:/usr/bin")),
+            (true, &[("PATH", "")], Some("")),
+        ];
+        for (clear, env, want) in cases {
+            let got = child_path(&with_env(clear, env));
+            assert_eq!(got.as_deref(), want.map(OsStr::new), "{clear} {env:?}");
+        }
+    }
+
+    fn strings(env: &CStrings) -> Vec<String> {
+        let mut all: Vec<String> = env
+            .bytes
+            .split(|&b| b == 0)
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
+        assert_eq!(all.pop().as_deref(), Some(""), "ends in NUL");
+        assert_eq!(all.len(), env.starts.len());
+        all
+    }
+
+    #[test]
+    fn the_child_environment_is_built_only_when_changed() {
+        assert!(child_env(&with_env(false, &[])).is_none());
+        let cases: [(Vars, &[&str]); 3] = [
+            (&[], &[]),
+            (&[("A", "1"), ("B", "x=y")], &["A=1", "B=x=y"]),
+            (&[("A", "1"), ("B", "2"), ("A", "3")], &["B=2", "A=3"]),
+        ];
+        for (env, want) in cases {
+            let built = child_env(&with_env(true, env)).unwrap();
+            assert_eq!(strings(&built), want, "{env:?}");
+            assert_eq!(built.pointers().len(), want.len() + 1);
+            assert!(built.pointers().last().unwrap().is_null());
+        }
+        // Without env_clear the loop's variables come along, unless overridden.
+        let had_path = std::env::var_os("PATH").is_some();
+        let built = child_env(&with_env(false, &[("PATH", "/mine")])).unwrap();
+        let paths: Vec<String> = strings(&built)
+            .into_iter()
+            .filter(|s| s.starts_with("PATH="))
+            .collect();
+        assert_eq!(paths, ["PATH=/mine"], "the loop had a PATH: {had_path}");
+        assert!(strings(&built).len() >= std::env::vars_os().count());
+    }
+
+    #[test]
+    fn resolve_finds_the_first_executable_file_in_path() {
+        let empty = tempfile::tempdir().unwrap();
+        let cases: [(&str, &str, Option<&str>); 5] = [
+            ("sh", "/bin:/usr/bin", Some("/bin/sh")),
+            ("sh", "/nonexistent:/usr/bin", Some("/usr/bin/sh")),
+            ("sh", "", None), // "." : the test's working directory has no `sh`
+            ("no-such-program-xyz", "/bin:/usr/bin", None),
+            ("bin", "/", None), // a directory is not a program
+        ];
+        for (program, path, want) in cases {
+            let path = path.replace("/nonexistent", &empty.path().to_string_lossy());
+            let got = resolve(OsStr::new(program), OsStr::new(&path));
+            match (got, want) {
+                (Ok(found), Some(want)) => assert_eq!(found.to_str(), Ok(want)),
+                (
+                    Err(Error::Spawn {
+                        program: named,
+                        source,
+                    }),
+                    None,
+                ) => {
+                    assert_eq!(named, program);
+                    assert_eq!(source.kind(), io::ErrorKind::NotFound);
+                }
+                (got, want) => panic!("{program} in {path:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn spawn_errors_name_the_cwd_when_it_is_the_culprit() {
+        let enoent = libc::ENOENT;
+        let cases: [(Option<&str>, &str); 3] = [
+            (None, "failed to start program \"prog\""),
+            (Some("/"), "failed to start program \"prog\""),
+            (
+                Some("/no/such/dir-xyz"),
+                "invalid cwd: \"/no/such/dir-xyz\"",
+            ),
+        ];
+        for (cwd, want) in cases {
+            let err = spawn_error(OsStr::new("prog"), cwd.map(Path::new), enoent);
+            assert!(err.to_string().contains(want), "{cwd:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn stdio_sources_in_0_to_2_are_moved_above_2() {
+        let mut stdio = ChildStdio {
+            sources: [None; 3],
+            owned: [None, None, None],
+        };
+        stdio.set(1, libc::STDERR_FILENO, None).unwrap();
+        let moved = stdio.sources[1].unwrap();
+        assert!(moved > 2, "{moved}");
+        assert_eq!(stdio.owned[1].as_ref().map(AsRawFd::as_raw_fd), Some(moved));
+        // SAFETY: F_GETFD on a descriptor we own.
+        let flags = unsafe { libc::fcntl(moved, libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        let high = devnull().unwrap();
+        stdio.set(0, high, None).unwrap();
+        assert_eq!(stdio.sources[0], Some(high));
+        assert!(
+            stdio.owned[0].is_none(),
+            "the cached /dev/null is not ours to close"
+        );
     }
 }

@@ -187,34 +187,48 @@ pub(super) fn spawn_child(
         // caller's undefined behaviour already (it is `unsafe` for that reason).
         None => unsafe { environ }.cast_const(),
     };
+    let spawned = call_spawn(program.as_ref(), &argv_ptrs, envp, &actions, &attr);
+    drop(stdio); // closes the parent's copies of the child's ends
+    match spawned {
+        Ok(pid) => Ok((pid as u32, ends)),
+        Err(errno) => Err(spawn_error(argv[0], options.cwd.as_deref(), errno)),
+    }
+}
+
+/// `posix_spawn` of `program` when it was resolved here, else `posix_spawnp` of
+/// `argv[0]` (searched in the loop process's `PATH`). The pid, or the errno.
+fn call_spawn(
+    program: Option<&CString>,
+    argv: &[*mut libc::c_char],
+    envp: *const *mut libc::c_char,
+    actions: &FileActions,
+    attr: &SpawnAttr,
+) -> std::result::Result<libc::pid_t, i32> {
     let mut pid: libc::pid_t = 0;
-    // SAFETY: every pointer is valid and NUL-terminated (argv and envp arrays end in
-    // null) and outlives the call; `actions` and `attr` are initialised.
+    // SAFETY: every string is NUL-terminated, `argv` and `envp` end in a null pointer
+    // (`CStrings::pointers`, or glibc's `environ`), and all outlive the call;
+    // `actions` and `attr` are initialised.
     let rc = unsafe {
-        match &program {
+        match program {
             Some(path) => libc::posix_spawn(
                 &mut pid,
                 path.as_ptr(),
                 actions.as_ptr(),
                 attr.as_ptr(),
-                argv_ptrs.as_ptr(),
+                argv.as_ptr(),
                 envp,
             ),
             None => libc::posix_spawnp(
                 &mut pid,
-                argv_ptrs[0],
+                argv[0],
                 actions.as_ptr(),
                 attr.as_ptr(),
-                argv_ptrs.as_ptr(),
+                argv.as_ptr(),
                 envp,
             ),
         }
     };
-    drop(stdio); // closes the parent's copies of the child's ends
-    if rc != 0 {
-        return Err(spawn_error(argv[0], options.cwd.as_deref(), rc));
-    }
-    Ok((pid as u32, ends))
+    if rc == 0 { Ok(pid) } else { Err(rc) }
 }
 
 /// The error for a failed spawn: the program's, unless `cwd` is what is wrong (glibc

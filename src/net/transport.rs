@@ -5,8 +5,16 @@
 //! - The socket is registered once, for reading and writing, edge-triggered. A readable
 //!   edge queues the read cell while the transport reads; a writable edge queues the write
 //!   cell while the write buffer holds data. Each cell is queued at most once at a time.
+//! - A read that returns less than it asked for drained the socket, so reading stops there
+//!   without a last `recv` seeing `EAGAIN`: data arriving later raises a new edge. Not
+//!   once the poll reported the peer's hang-up or an error, which raise no further edge:
+//!   from then on reading goes on until `EAGAIN`, EOF or the error.
 //! - Bytes leave in order: `write` sends at once only when the buffer is empty, and
-//!   whatever the socket does not take goes to the end of the buffer.
+//!   whatever the socket does not take goes to the end of the buffer. When a writable
+//!   edge waits in the ready queue, `write` first sends the buffer (what `write_ready`
+//!   would do next), so that its data may go out without a copy into the buffer.
+//! - Each `read` goes into the loop's shared buffer (no allocation per read), each
+//!   `write` tries one `send` when nothing is buffered: an echo costs one of each.
 //! - `pause_writing` is called when the buffer grows above the high-water mark, and
 //!   `resume_writing` when it drains to the low-water mark; they alternate.
 //! - `connection_lost` is scheduled exactly once: by `close()` once the buffer is flushed,
@@ -130,6 +138,9 @@ struct State {
     write_queued: bool,
     /// A TLS handshake is in progress: reading goes on before `connection_made`.
     handshaking: bool,
+    /// The poll reported the peer's hang-up or an error: a short read no longer means
+    /// that a later edge will come (see the invariants).
+    read_closed: bool,
 }
 
 impl State {
@@ -174,6 +185,7 @@ impl Default for State {
             read_queued: false,
             write_queued: false,
             handshaking: false,
+            read_closed: false,
         }
     }
 }
@@ -494,6 +506,9 @@ impl TransportInner {
     // ---- readiness ----------------------------------------------------------------
 
     fn on_ready(self: &Rc<Self>, lp: &EventLoop, readiness: Readiness) {
+        if readiness.read_closed || readiness.error {
+            self.state.borrow_mut().read_closed = true;
+        }
         if readiness.writable || readiness.write_closed || readiness.error {
             self.sendfile.on_writable();
         }
@@ -534,8 +549,9 @@ impl TransportInner {
 
     // ---- reading ------------------------------------------------------------------
 
-    /// Reads until `EAGAIN`, EOF, a pause, or [`READ_BUFFER_SIZE`] bytes (then queues
-    /// itself again: an edge-triggered poll would not report the rest).
+    /// Reads until `EAGAIN`, a short read (unless the peer hung up), EOF, a pause, or
+    /// [`READ_BUFFER_SIZE`] bytes (then queues itself again: an edge-triggered poll would
+    /// not report the rest).
     fn read_ready(self: &Rc<Self>, lp: &EventLoop) {
         self.state.borrow_mut().read_queued = false;
         if self.is_tls() {
@@ -552,11 +568,15 @@ impl TransportInner {
                 Ok(n) => {
                     bump(&lp.core.net.counters.bytes_received, n);
                     self.data_received(lp, &buffer[..n]);
+                    let drained = n < budget && !self.state.borrow().read_closed;
                     budget -= n;
                     if budget == 0 || self.is_tls() {
                         // Out of budget, or `start_tls` ran: go on in a new callback.
                         self.queue_read(lp);
                         break;
+                    }
+                    if drained {
+                        break; // a new edge comes with the next data
                     }
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
@@ -638,6 +658,9 @@ impl TransportInner {
             self.tls_write(&lp, data);
             return Ok(());
         }
+        if self.state.borrow().write_queued && !self.flush_early(&lp) {
+            return Ok(()); // an I/O error: the transport is closing
+        }
         let mut rest = data;
         if self.state.borrow().pending() == 0 {
             match self.send(rest) {
@@ -656,6 +679,33 @@ impl TransportInner {
             self.maybe_pause_protocol(&lp);
         }
         Ok(())
+    }
+
+    /// A writable edge is waiting for `write_ready` in the ready queue, so the socket has
+    /// room: send the buffer now, so that the data being written may go straight out
+    /// rather than be copied behind it. `false` after an I/O error (the transport is
+    /// closing). `write_ready` still runs later, finds less or nothing to send, and calls
+    /// `resume_writing` if due (never from here: a protocol writing from `resume_writing`
+    /// would get its bytes out ahead of the ones being written).
+    fn flush_early(self: &Rc<Self>, lp: &EventLoop) -> bool {
+        let sent = {
+            let state = self.state.borrow();
+            if state.pending() == 0 {
+                return true;
+            }
+            self.send(&state.buffer[state.head..])
+        };
+        match sent {
+            Ok(n) => {
+                bump(&lp.core.net.counters.bytes_sent, n);
+                self.state.borrow_mut().consume(n);
+                true
+            }
+            Err(err) => {
+                self.fatal_error(lp, err);
+                false
+            }
+        }
     }
 
     /// Sends as much of `data` as the socket takes; stops at `EAGAIN`.
@@ -685,10 +735,14 @@ impl TransportInner {
         let sent = {
             let mut state = self.state.borrow_mut();
             state.write_queued = false;
-            if state.pending() == 0 || state.lost {
+            if state.lost || (state.pending() == 0 && !state.protocol_paused) {
                 return;
             }
-            self.send(&state.buffer[state.head..])
+            if state.pending() == 0 {
+                Ok(0) // `flush_early` sent it all; resume_writing is still due
+            } else {
+                self.send(&state.buffer[state.head..])
+            }
         };
         match sent {
             Ok(n) => {

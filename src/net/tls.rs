@@ -269,7 +269,8 @@ impl EventLoop {
     /// The upgrade starts when this is called, not when the future is first polled, so it
     /// can be called from `data_received`.
     ///
-    /// Fails with [`Error::TransportClosing`] if the transport is closing,
+    /// Fails with [`Error::TransportClosing`] if the transport is closing or the peer's
+    /// EOF was read, [`Error::WriteAfterEof`] after `write_eof`,
     /// [`Error::InvalidArgument`] if it already uses TLS, if a client lacks
     /// `server_hostname` or gives an invalid one, or for a zero timeout;
     /// [`Error::TlsHandshake`] or [`Error::HandshakeTimeout`] if the handshake fails (the
@@ -301,15 +302,7 @@ impl EventLoop {
         options: StartTlsOptions,
     ) -> Result<Future<Result<()>>> {
         self.check_open()?;
-        if transport.is_closing() {
-            return Err(Error::TransportClosing);
-        }
-        if transport.inner.is_tls() {
-            return Err(Error::InvalidArgument {
-                what: "transport",
-                value: "it already uses tls".into(),
-            });
-        }
+        transport.inner.check_upgradable()?;
         let handshake_timeout = positive("ssl_handshake_timeout", options.ssl_handshake_timeout)?;
         let shutdown_timeout = positive("ssl_shutdown_timeout", options.ssl_shutdown_timeout)?;
         let peer = transport

@@ -870,3 +870,53 @@ fn hand_built_rustls_configs_do_mutual_tls() {
     client.close();
     server.close();
 }
+
+#[test]
+fn start_tls_refuses_transports_that_cannot_speak_it() {
+    let (pki, lp, list) = (pki(), EventLoop::new().unwrap(), Rc::default());
+    let server = tls_server(&lp, &list, ServerOptions::default(), |r| {
+        r.keep_open_on_eof = true;
+    });
+    let options = || StartTlsOptions {
+        server_hostname: Some("localhost".into()),
+        ..Default::default()
+    };
+    let protocol = || Rc::new(RefCell::new(Probe(record(|_| {})))) as Rc<RefCell<dyn Protocol>>;
+
+    let (plain, _) = connect(&lp, port(&server), ConnectOptions::default()).unwrap();
+    plain.write_eof();
+    let err = run(
+        &lp,
+        lp.start_tls(&plain, protocol(), pki.client(), options()),
+    );
+    assert!(matches!(err, Err(Error::WriteAfterEof)), "{err:?}");
+    plain.close();
+    let err = run(
+        &lp,
+        lp.start_tls(&plain, protocol(), pki.client(), options()),
+    );
+    assert!(matches!(err, Err(Error::TransportClosing)), "{err:?}");
+
+    let (plain, _) = connect(&lp, port(&server), ConnectOptions::default()).unwrap();
+    let err = run(
+        &lp,
+        lp.start_tls(&plain, protocol(), pki.client(), StartTlsOptions::default()),
+    );
+    let err = err.err().unwrap();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidArgument {
+                what: "server_hostname",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        !plain.is_closing(),
+        "a refused upgrade leaves the transport alone"
+    );
+    plain.close();
+    server.close();
+}

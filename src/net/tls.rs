@@ -269,7 +269,8 @@ impl EventLoop {
     /// The upgrade starts when this is called, not when the future is first polled, so it
     /// can be called from `data_received`.
     ///
-    /// Fails with [`Error::TransportClosing`] if the transport is closing,
+    /// Fails with [`Error::TransportClosing`] if the transport is closing or the peer's
+    /// EOF was read, [`Error::WriteAfterEof`] after `write_eof`,
     /// [`Error::InvalidArgument`] if it already uses TLS, if a client lacks
     /// `server_hostname` or gives an invalid one, or for a zero timeout;
     /// [`Error::TlsHandshake`] or [`Error::HandshakeTimeout`] if the handshake fails (the
@@ -301,15 +302,7 @@ impl EventLoop {
         options: StartTlsOptions,
     ) -> Result<Future<Result<()>>> {
         self.check_open()?;
-        if transport.is_closing() {
-            return Err(Error::TransportClosing);
-        }
-        if transport.inner.is_tls() {
-            return Err(Error::InvalidArgument {
-                what: "transport",
-                value: "it already uses tls".into(),
-            });
-        }
+        transport.inner.check_upgradable()?;
         let handshake_timeout = positive("ssl_handshake_timeout", options.ssl_handshake_timeout)?;
         let shutdown_timeout = positive("ssl_shutdown_timeout", options.ssl_shutdown_timeout)?;
         let peer = transport
@@ -599,10 +592,52 @@ pub(crate) enum Plain {
     Empty,
 }
 
+/// Ciphertext read from the socket and not yet given to rustls. rustls reads at most 4 KiB
+/// per `read_tls`; reading the socket through this buffer makes one `recv` per
+/// [`INCOMING_SIZE`] bytes instead (asyncio's SSL protocol keeps a 256 KiB buffer).
+#[derive(Default)]
+struct Incoming {
+    /// Allocated (and zeroed) once, on the first read.
+    buffer: Vec<u8>,
+    head: usize,
+    end: usize,
+}
+
+/// Ciphertext read from the socket per `recv`.
+const INCOMING_SIZE: usize = 64 * 1024;
+
+impl Incoming {
+    fn is_empty(&self) -> bool {
+        self.head == self.end
+    }
+
+    fn unread(&self) -> &[u8] {
+        &self.buffer[self.head..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.head = (self.head + n).min(self.end);
+    }
+
+    /// Reads what the socket has (up to [`INCOMING_SIZE`]) into the emptied buffer.
+    fn fill(&mut self, socket: &Socket) -> io::Result<usize> {
+        self.buffer.resize(INCOMING_SIZE, 0);
+        let n = loop {
+            match SocketIo(socket).read(&mut self.buffer) {
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        (self.head, self.end) = (0, n);
+        Ok(n)
+    }
+}
+
 /// The TLS state of one transport: the rustls connection and what the transport needs to
 /// drive it.
 pub(crate) struct TlsSession {
     conn: rustls::Connection,
+    incoming: Incoming,
     /// Cleartext a plain transport still had buffered at `start_tls`, sent first.
     clear: Vec<u8>,
     /// `Some` until the handshake is done.
@@ -618,6 +653,7 @@ impl TlsSession {
     fn new(conn: rustls::Connection, handshake: Handshake, shutdown: Option<Duration>) -> Self {
         TlsSession {
             conn,
+            incoming: Incoming::default(),
             clear: Vec::new(),
             handshake: Some(handshake),
             shutdown_timeout: shutdown.unwrap_or(DEFAULT_SSL_SHUTDOWN_TIMEOUT),
@@ -646,21 +682,29 @@ impl TlsSession {
         !self.clear.is_empty() || self.conn.wants_write()
     }
 
-    /// Reads one batch of records from `socket` and processes them.
+    /// Feeds rustls the next records, read from `socket` in large reads, and processes
+    /// them.
     pub(crate) fn receive(&mut self, socket: &Socket) -> Received {
-        let read = loop {
-            match self.conn.read_tls(&mut SocketIo(socket)) {
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
+        if self.incoming.is_empty() {
+            match self.incoming.fill(socket) {
+                Ok(0) => {
+                    let _ = self.conn.read_tls(&mut io::empty()); // rustls learns of the EOF
+                    return Received::Eof;
+                }
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Received::Blocked,
+                Err(err) => return Received::Io(err),
             }
-        };
-        match read {
-            Ok(0) => Received::Eof,
-            Ok(n) => match self.conn.process_new_packets() {
-                Ok(_) => Received::Bytes(n),
-                Err(err) => Received::Tls(err),
-            },
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Received::Blocked,
+        }
+        match self.conn.read_tls(&mut self.incoming.unread()) {
+            Ok(0) => Received::Eof, // after `close_notify` rustls reads nothing more
+            Ok(n) => {
+                self.incoming.consume(n);
+                match self.conn.process_new_packets() {
+                    Ok(_) => Received::Bytes(n),
+                    Err(err) => Received::Tls(err),
+                }
+            }
             Err(err) => Received::Io(err),
         }
     }

@@ -75,6 +75,8 @@ pub enum ExtraInfo {
     /// `peercert` on a TLS transport: the peer's end-entity certificate, DER-encoded
     /// (asyncio's `getpeercert(binary_form=True)`).
     PeerCert(Vec<u8>),
+    /// `pipe`: a pipe transport's file descriptor (still owned by the transport).
+    Pipe(RawFd),
 }
 
 /// asyncio's stream transport: write to it, close it, pause and resume its reading.
@@ -105,6 +107,8 @@ pub(crate) struct TransportInner {
     drain_scheduled: Cell<bool>,
     /// The TLS layer, between the socket and the buffers (see `crate::net::tls`).
     tls: RefCell<Option<TlsSession>>,
+    /// `loop.sendfile`'s waiters and its in-progress flag.
+    pub(crate) sendfile: crate::net::sendfile::SendfileHook,
 }
 
 /// A protocol call that could not run at once: the protocol, the method's name, the call.
@@ -249,6 +253,7 @@ fn open(
         deferred: RefCell::new(VecDeque::new()),
         drain_scheduled: Cell::new(false),
         tls: RefCell::new(None),
+        sendfile: Default::default(),
     });
     let weak = Rc::downgrade(&inner);
     let dispatch: IoDispatch = Rc::new(move |lp: &EventLoop, readiness| {
@@ -449,7 +454,10 @@ impl Transport {
 }
 
 /// asyncio's `_set_write_buffer_limits`: the missing mark is derived from the other one.
-fn write_buffer_limits(high: Option<usize>, low: Option<usize>) -> Result<(usize, usize)> {
+pub(crate) fn write_buffer_limits(
+    high: Option<usize>,
+    low: Option<usize>,
+) -> Result<(usize, usize)> {
     let high = high.unwrap_or_else(|| low.map_or(DEFAULT_HIGH_WATER, |l| l.saturating_mul(4)));
     let low = low.unwrap_or(high / 4);
     if high < low {
@@ -500,6 +508,9 @@ impl TransportInner {
     fn on_ready(self: &Rc<Self>, lp: &EventLoop, readiness: Readiness) {
         if readiness.read_closed || readiness.error {
             self.state.borrow_mut().read_closed = true;
+        }
+        if readiness.writable || readiness.write_closed || readiness.error {
+            self.sendfile.on_writable();
         }
         if readiness.readable || readiness.read_closed || readiness.error {
             self.queue_read(lp);
@@ -632,6 +643,9 @@ impl TransportInner {
             if state.eof_requested {
                 return Err(Error::WriteAfterEof);
             }
+            if self.sendfile.is_active() {
+                return Err(Error::SendfileInProgress);
+            }
             if state.closing || state.lost {
                 return Err(Error::TransportClosing);
             }
@@ -742,6 +756,9 @@ impl TransportInner {
             let state = self.state.borrow();
             (state.pending() == 0, state.closing, state.eof_requested)
         };
+        if flushed {
+            self.sendfile.on_drained();
+        }
         if flushed && closing {
             self.schedule_connection_lost(lp, None);
         } else if flushed && eof {
@@ -867,6 +884,7 @@ impl TransportInner {
     /// the server. Idempotent.
     pub(crate) fn release(&self, lp: &EventLoop) {
         self.tls_release();
+        self.sendfile.on_lost();
         let socket = self.socket.borrow_mut().take();
         if let (Some(socket), Some(token)) = (&socket, self.token.take()) {
             if let Err(err) = lp.deregister_source(&mut SourceFd(&socket.as_raw_fd()), token) {

@@ -13,7 +13,7 @@ use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
 use crate::exception::ExceptionContext;
 use crate::net::READ_BUFFER_SIZE;
@@ -29,6 +29,25 @@ impl TransportInner {
         self.tls
             .try_borrow()
             .is_ok_and(|tls| tls.as_ref().is_some_and(TlsSession::wants_write))
+    }
+
+    /// Whether `start_tls` may upgrade this transport: open, both directions still
+    /// usable, not TLS already.
+    pub(crate) fn check_upgradable(&self) -> Result<()> {
+        let state = self.state.borrow();
+        if state.closing || state.lost || state.eof_seen {
+            return Err(Error::TransportClosing);
+        }
+        if state.eof_requested {
+            return Err(Error::WriteAfterEof);
+        }
+        if self.is_tls() {
+            return Err(Error::InvalidArgument {
+                what: "transport",
+                value: "it already uses tls".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Puts `session` between the socket and the buffers and starts its handshake: a

@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "loopd/v1/events.proto",
     "loopd/v1/metrics.proto",
     "loopd/v1/daemon.proto",
+    "loopd/v1/streams.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     write_descriptor_set(&fds)?;
     tonic_prost_build::configure()
         .emit_rerun_if_changed(false)
+        // Stream chunks share the daemon's buffers instead of being copied.
+        .bytes(".loopd.v1.ByteChunk.data")
         .compile_fds(fds)?;
     Ok(())
 }

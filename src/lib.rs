@@ -20,8 +20,9 @@
 //! - [`policy`]: event loop policies ([`EventLoopPolicy`]): the current loop per thread,
 //!   the child watcher, and asyncio's module-level `get_event_loop` and friends.
 //! - [`net`]: stream transports and protocols: [`Server`] (`create_server`,
-//!   `create_unix_server`), `create_connection`, [`Transport`], [`Protocol`]; datagram
-//!   endpoints ([`DatagramTransport`]); pipe transports; getaddrinfo; sendfile; `sock_*`.
+//!   `create_unix_server`), `create_connection`, [`Transport`], [`Protocol`]; TLS with
+//!   rustls ([`TlsServerConfig`], [`TlsClientConfig`], `start_tls`); datagram endpoints
+//!   ([`DatagramTransport`]); pipe transports; getaddrinfo; sendfile; `sock_*`.
 //! - [`process`]: child watchers ([`ChildWatcher`]): pidfd (default) and thread-per-child;
 //!   subprocesses (`subprocess_exec`, [`SubprocessTransport`], [`SubprocessProtocol`]).
 //!
@@ -36,9 +37,9 @@
 //! - Linux only (epoll, timerfd).
 //! - `call_soon_threadsafe` returns no cancellable handle.
 //! - Callbacks are Rust closures; the loop is `!Send` and lives on one thread.
-//! - Networking covers TCP and Unix stream servers and connections, UDP and Unix datagram
-//!   endpoints, getaddrinfo/getnameinfo, Happy Eyeballs, sendfile, `sock_*` and pipe
-//!   transports: no TLS yet (see [`net`]).
+//! - Networking covers TCP and Unix stream servers and connections (plain or TLS), UDP and
+//!   Unix datagram endpoints, getaddrinfo/getnameinfo, Happy Eyeballs, sendfile, `sock_*`
+//!   and pipe transports (see [`net`] for what is not there yet).
 
 mod clock;
 pub mod error;
@@ -72,6 +73,7 @@ pub use net::{
     Address, ConnectOptions, ExtraInfo, Hosts, NetMetrics, Protocol, Server, ServerOptions,
     Transport,
 };
+pub use net::{StartTlsOptions, TlsClientConfig, TlsContext, TlsServerConfig};
 pub use policy::{
     DefaultEventLoopPolicy, EventLoopPolicy, get_child_watcher, get_event_loop,
     get_event_loop_policy, new_event_loop, set_child_watcher, set_event_loop,

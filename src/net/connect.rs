@@ -13,6 +13,7 @@ use crate::event_loop::EventLoop;
 use crate::net::dns::{self, AddrInfoHints, Family, SockType};
 use crate::net::eyeballs;
 use crate::net::socket::{self, connect_error};
+use crate::net::tls::{ClientTls, TlsClientConfig};
 use crate::net::{Protocol, SharedProtocol, Transport, transport};
 
 /// Options of [`EventLoop::create_connection`].
@@ -21,6 +22,17 @@ pub struct ConnectOptions {
     /// Bind the socket to this local address before connecting (asyncio's `local_addr`).
     /// Only remote addresses of the same family are tried.
     pub local_addr: Option<SocketAddr>,
+    /// Speak TLS with this configuration (asyncio's `ssl`); the protocol's
+    /// `connection_made` then runs once the handshake is done.
+    pub ssl: Option<TlsClientConfig>,
+    /// The name the server's certificate must match (default: the host connected to;
+    /// required with `ssl` on a Unix socket). Only with `ssl`.
+    pub server_hostname: Option<String>,
+    /// How long the TLS handshake may take (default 60 s). Only with `ssl`.
+    pub ssl_handshake_timeout: Option<Duration>,
+    /// How long `close()` may take to flush and send `close_notify` before the transport
+    /// is aborted (default 30 s). Only with `ssl`.
+    pub ssl_shutdown_timeout: Option<Duration>,
     /// Only addresses of this family are tried (asyncio's `family`; `Unspec`: all).
     pub family: Family,
     /// Happy Eyeballs (RFC 8305): start the next address's attempt when the previous one
@@ -49,6 +61,10 @@ impl EventLoop {
     /// [`Error::Resolve`] if the name does not resolve, [`Error::AddressInUse`]/
     /// [`Error::Bind`] for a bad `local_addr`, [`Error::InvalidArgument`] when no address
     /// has the asked family, [`Error::Closed`] if the loop is closed.
+    /// With `ssl`: [`Error::TlsHandshake`] (rustls' reason names, e.g., the name the
+    /// certificate is not valid for) or [`Error::HandshakeTimeout`]; before connecting,
+    /// [`Error::InvalidArgument`] for TLS options without `ssl`, an invalid
+    /// `server_hostname` or a zero timeout.
     ///
     /// # Examples
     /// ```
@@ -77,8 +93,9 @@ impl EventLoop {
         let lp = self.clone();
         let host = host.to_string();
         async move {
+            let tls = ClientTls::from_options(&options, Some(&host))?;
             let socket = connect_tcp(&lp, &host, port, &options).await?;
-            start_client(&lp, socket, factory).await
+            start_client(&lp, socket, factory, tls).await
         }
     }
 
@@ -103,9 +120,11 @@ impl EventLoop {
         let lp = self.clone();
         async move {
             lp.check_open()?;
+            // No host name to default to: with `ssl`, `server_hostname` is required.
+            let tls = ClientTls::from_options(&options, None)?;
             let shown = format!("{addrs:?}");
             let socket = connect_addrs(&lp, addrs, &shown, &options).await?;
-            start_client(&lp, socket, factory).await
+            start_client(&lp, socket, factory, tls).await
         }
     }
 
@@ -128,7 +147,7 @@ impl EventLoop {
         let sock = sock.into();
         async move {
             let socket = adopt_stream(sock)?;
-            start_client(&lp, socket, factory).await
+            start_client(&lp, socket, factory, None).await
         }
     }
 
@@ -165,14 +184,42 @@ impl EventLoop {
         P: Protocol + 'static,
         F: FnOnce() -> P + 'static,
     {
+        self.create_unix_connection_with(factory, path, ConnectOptions::default())
+    }
+
+    /// [`create_unix_connection`](Self::create_unix_connection) with asyncio's keyword
+    /// arguments: `ssl`, `server_hostname` (required with `ssl`),
+    /// `ssl_handshake_timeout`, `ssl_shutdown_timeout`, as in
+    /// [`create_connection`](Self::create_connection).
+    ///
+    /// Fails as `create_unix_connection`, and as `create_connection` does for TLS;
+    /// [`Error::InvalidArgument`] if `local_addr` is set or `ssl` comes without
+    /// `server_hostname` (asyncio's `ValueError`).
+    pub fn create_unix_connection_with<P, F>(
+        &self,
+        factory: F,
+        path: impl AsRef<Path>,
+        options: ConnectOptions,
+    ) -> impl std::future::Future<Output = Result<(Transport, Rc<RefCell<P>>)>> + 'static
+    where
+        P: Protocol + 'static,
+        F: FnOnce() -> P + 'static,
+    {
         let lp = self.clone();
         let path: PathBuf = path.as_ref().to_path_buf();
         async move {
+            if let Some(local) = options.local_addr {
+                return Err(Error::InvalidArgument {
+                    what: "local_addr",
+                    value: format!("{local}: not for a unix socket"),
+                });
+            }
+            let tls = ClientTls::from_options(&options, None)?;
             let shown = path.display().to_string();
             let addr =
                 SockAddr::unix(&path).map_err(|source| connect_error(shown.clone(), source))?;
             let socket = socket::connect(&lp, &addr, &shown, None).await?;
-            start_client(&lp, socket, factory).await
+            start_client(&lp, socket, factory, tls).await
         }
     }
 }
@@ -254,6 +301,7 @@ async fn start_client<P, F>(
     lp: &EventLoop,
     socket: Socket,
     factory: F,
+    tls: Option<ClientTls>,
 ) -> Result<(Transport, Rc<RefCell<P>>)>
 where
     P: Protocol + 'static,
@@ -261,6 +309,9 @@ where
 {
     let protocol = Rc::new(RefCell::new(factory()));
     let shared: SharedProtocol = protocol.clone();
+    if let Some(tls) = tls {
+        return Ok((tls.start(lp, socket, shared).await?, protocol));
+    }
     let waiter = lp.create_future::<()>()?;
     let transport = transport::start(lp, socket, shared, None, Some(waiter.clone()))?;
     waiter.await?;

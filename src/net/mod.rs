@@ -49,6 +49,10 @@
 //!   [`EventLoop::create_connection_with_sock`].
 //! - Sockets are `socket2::Socket`s registered through `SourceFd` rather than
 //!   `mio::net` types: one code path serves TCP and Unix sockets.
+//! - TLS (rustls) is a layer inside the [`Transport`], not a second transport stacked on
+//!   it; see [`TlsServerConfig`] and [`EventLoop::start_tls`], and `tls.rs` for how its
+//!   behaviour differs from asyncio's.
+//!
 //! - [`DatagramTransport::sendto`] takes a resolved [`Address`] (asyncio's `sock.sendto`
 //!   would resolve a host name on the loop thread); it fails with
 //!   [`Error::TransportClosing`] once the endpoint is closing, where asyncio drops the data.
@@ -65,7 +69,7 @@
 //!   trip to the executor.
 //!
 //! # Not yet
-//! TLS (`ssl`, `start_tls`), `flags`/`proto` of stream connections, `all_errors`,
+//! `flags`/`proto` of stream connections, `all_errors`,
 //! `keep_alive`, `Server.close_clients`, `sock=` of `create_datagram_endpoint`.
 
 mod calls;
@@ -81,6 +85,7 @@ mod sendfile;
 mod server;
 mod sock;
 mod socket;
+mod tls;
 mod transport;
 mod write_pipe;
 
@@ -99,6 +104,10 @@ pub use pipes::{ReadPipeProtocol, WritePipeProtocol};
 pub use protocol::Protocol;
 pub use read_pipe::ReadPipeTransport;
 pub use server::{Hosts, Server, ServerOptions};
+pub use tls::{
+    DEFAULT_SSL_HANDSHAKE_TIMEOUT, DEFAULT_SSL_SHUTDOWN_TIMEOUT, StartTlsOptions, TlsClientConfig,
+    TlsContext, TlsServerConfig,
+};
 pub use transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, ExtraInfo, Transport};
 pub use write_pipe::WritePipeTransport;
 

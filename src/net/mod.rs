@@ -69,8 +69,8 @@
 //!   trip to the executor.
 //!
 //! # Not yet
-//! `flags`/`proto` of stream connections, `all_errors`,
-//! `keep_alive`, `Server.close_clients`, `sock=` of `create_datagram_endpoint`.
+//! `flags`/`proto` of stream connections, `keep_alive`,
+//! `Server.close_clients`, `ssl` with `create_connection_with_sock`.
 
 mod calls;
 mod connect;

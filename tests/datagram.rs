@@ -391,3 +391,43 @@ fn closing_the_loop_releases_open_endpoints() {
     drop(r);
     UdpSocket::bind(addr).expect("the port was released");
 }
+
+#[test]
+fn an_existing_socket_becomes_an_endpoint() {
+    let lp = EventLoop::new().unwrap();
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let own = UdpSocket::bind("127.0.0.1:0").unwrap();
+    own.connect(peer_addr).unwrap();
+    let own_addr = own.local_addr().unwrap();
+    let (r, factory) = probe(false);
+    let create = lp.create_datagram_endpoint_with_sock(factory, own);
+    let (t, _) = run(&lp, create).unwrap();
+    assert_eq!(t.peername(), Some(Address::Inet(peer_addr)));
+    assert_eq!(t.sockname(), Some(Address::Inet(own_addr)));
+    t.sendto(b"from an adopted socket", None).unwrap();
+    let mut buf = [0; 64];
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (n, from) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        (&buf[..n], from),
+        (&b"from an adopted socket"[..], own_addr)
+    );
+    peer.send_to(b"back", own_addr).unwrap();
+    let waiting = r.clone();
+    run_until(&lp, move || waiting.borrow().datagrams.len() == 1);
+    assert_eq!(r.borrow().datagrams[0].0, b"back");
+
+    let stream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = run(
+        &lp,
+        lp.create_datagram_endpoint_with_sock(|| probe(false).1(), stream),
+    )
+    .map(|_| ())
+    .unwrap_err();
+    assert!(
+        err.to_string().ends_with("a datagram socket was expected"),
+        "{err}"
+    );
+    lp.close().unwrap();
+}

@@ -174,6 +174,16 @@ fn when_every_attempt_fails_the_errors_are_listed_in_order() {
     let one = lp.create_connection_to(Probe::default, vec![a], eyeballs(Duration::ZERO));
     let err = run(&lp, one).map(|_| ()).unwrap_err();
     assert_eq!(err.to_string(), format!("connection to {a} refused"));
+    let all_errors = ConnectOptions {
+        all_errors: true,
+        ..Default::default()
+    };
+    let one = lp.create_connection_to(Probe::default, vec![a], all_errors);
+    let err = run(&lp, one).map(|_| ()).unwrap_err();
+    assert!(
+        matches!(&err, Error::MultipleErrors(errors) if errors.len() == 1),
+        "{err}"
+    );
     let none = lp.create_connection_to(Probe::default, vec![], ConnectOptions::default());
     assert!(matches!(run(&lp, none), Err(Error::InvalidArgument { .. })));
     lp.close().unwrap();

@@ -201,3 +201,98 @@ fn sock_sendfile_sends_through_a_plain_socket() {
     assert!(got.ends_with(b"and a pipe"));
     lp.close().unwrap();
 }
+
+/// A `localhost` certificate signed by a fresh CA: (server config, client config).
+fn tls_configs() -> (loopd::TlsServerConfig, loopd::TlsClientConfig) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec!["localhost".into()]).unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    let server =
+        loopd::TlsServerConfig::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+            .unwrap();
+    let client = loopd::TlsClientConfig::with_ca_pem(ca.pem().as_bytes()).unwrap();
+    (server, client)
+}
+
+/// What the TLS server side received, and its transport.
+#[derive(Default)]
+struct Collected {
+    data: Vec<u8>,
+    transport: Option<Transport>,
+    /// Pause reading once this many bytes arrived (the test resumes it).
+    pause_after: Option<usize>,
+}
+
+/// A protocol keeping what it receives.
+struct Collect(std::rc::Rc<std::cell::RefCell<Collected>>);
+
+impl Protocol for Collect {
+    fn connection_made(&mut self, transport: Transport) {
+        self.0.borrow_mut().transport = Some(transport);
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        let mut c = self.0.borrow_mut();
+        c.data.extend_from_slice(data);
+        if c.pause_after.is_some_and(|n| c.data.len() >= n) {
+            c.pause_after = None;
+            c.transport.as_ref().unwrap().pause_reading();
+        }
+    }
+}
+
+#[test]
+fn a_tls_transport_refuses_the_kernel_path_and_the_fallback_encrypts() {
+    let (server_config, client_config) = tls_configs();
+    // More than the kernel's buffers hold while the server does not read: the fallback
+    // must wait for the transport to drain, then go on.
+    let (file, data) = temp_file(8 * 1024 * 1024 + 5);
+    let lp = EventLoop::new().unwrap();
+    let received = std::rc::Rc::new(std::cell::RefCell::new(Collected {
+        pause_after: Some(256 * 1024),
+        ..Default::default()
+    }));
+    let sink = received.clone();
+    let options = loopd::ServerOptions {
+        ssl: Some(server_config),
+        ..Default::default()
+    };
+    let create = lp.create_server(move || Collect(sink.clone()), "127.0.0.1", 0, options);
+    let server = run(&lp, create).unwrap();
+    let Some(loopd::Address::Inet(addr)) = server.sockets().first().cloned() else {
+        panic!("an inet server");
+    };
+    let options = ConnectOptions {
+        ssl: Some(client_config),
+        server_hostname: Some("localhost".into()),
+        ..Default::default()
+    };
+    let connect = lp.create_connection(|| Quiet, "127.0.0.1", addr.port(), options);
+    let (t, _) = run(&lp, connect).unwrap();
+    let err = run(&lp, lp.sendfile(&t, &file, 0, None, false)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "sendfile is not available: the transport is not a plain socket (tls)"
+    );
+    let resume = received.clone();
+    lp.call_later(Duration::from_millis(200), move || {
+        let transport = resume.borrow().transport.clone();
+        transport.unwrap().resume_reading();
+    })
+    .unwrap();
+    let sent = run(&lp, lp.sendfile(&t, &file, 5, None, true)).unwrap();
+    assert_eq!(sent, data.len() as u64 - 5);
+    let waiting = received.clone();
+    let want = data.len() - 5;
+    net_support::run_until(&lp, move || waiting.borrow().data.len() == want);
+    assert!(
+        received.borrow().data[..] == data[5..],
+        "decrypted, in order"
+    );
+    t.close();
+    server.close();
+    lp.close().unwrap();
+}

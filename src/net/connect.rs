@@ -44,6 +44,10 @@ pub struct ConnectOptions {
     /// first (asyncio's `interleave`). `None` means 1 when `happy_eyeballs_delay` is set,
     /// else no reordering; `Some(0)` never reorders.
     pub interleave: Option<usize>,
+    /// When every attempt failed, fail with all their errors ([`Error::MultipleErrors`],
+    /// asyncio's `ExceptionGroup`) even if there was one or they were alike; `false` (the
+    /// default): asyncio's rule, a single error when they say the same.
+    pub all_errors: bool,
 }
 
 impl EventLoop {
@@ -271,7 +275,7 @@ async fn connect_addrs(
     if interleave > 0 {
         addrs = eyeballs::interleave(addrs, interleave);
     }
-    eyeballs::connect_any(lp, addrs, local, delay).await
+    eyeballs::connect_any(lp, addrs, local, delay, options.all_errors).await
 }
 
 /// Checks that `sock` is a stream socket and makes it non-blocking.

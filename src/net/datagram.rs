@@ -190,14 +190,76 @@ impl EventLoop {
             }
             let plans = plan(&lp, &options).await?;
             let (socket, address) = open_first(&plans, &options)?;
-            let protocol = Rc::new(RefCell::new(factory()));
-            let shared: SharedDatagramProtocol = protocol.clone();
-            let waiter = lp.create_future::<()>()?;
-            let transport = start(&lp, socket, shared, address, waiter.clone())?;
-            waiter.await?;
-            Ok((transport, protocol))
+            start_endpoint(&lp, socket, address, factory).await
         }
     }
+
+    /// Starts a datagram endpoint on `sock`, a datagram socket the caller made, bound or
+    /// connected as it likes (asyncio's `create_datagram_endpoint(sock=sock)`): a
+    /// `std::net::UdpSocket`, `std::os::unix::net::UnixDatagram` or `socket2::Socket`. It
+    /// is made non-blocking; a connected socket's peer is the default destination.
+    ///
+    /// Fails with [`Error::InvalidArgument`] if `sock` is not a datagram socket (asyncio's
+    /// "A datagram socket was expected"), [`Error::Closed`] if the loop is closed.
+    pub fn create_datagram_endpoint_with_sock<P, F>(
+        &self,
+        factory: F,
+        sock: impl Into<Socket>,
+    ) -> impl std::future::Future<Output = Result<(DatagramTransport, Rc<RefCell<P>>)>> + 'static
+    where
+        P: DatagramProtocol + 'static,
+        F: FnOnce() -> P + 'static,
+    {
+        let lp = self.clone();
+        let sock = sock.into();
+        async move {
+            lp.check_open()?;
+            let socket = adopt_datagram(sock)?;
+            start_endpoint(&lp, socket, None, factory).await
+        }
+    }
+}
+
+/// Makes the protocol and starts the transport; resolves once `connection_made` ran.
+async fn start_endpoint<P, F>(
+    lp: &EventLoop,
+    socket: Socket,
+    address: Option<Address>,
+    factory: F,
+) -> Result<(DatagramTransport, Rc<RefCell<P>>)>
+where
+    P: DatagramProtocol + 'static,
+    F: FnOnce() -> P + 'static,
+{
+    let protocol = Rc::new(RefCell::new(factory()));
+    let shared: SharedDatagramProtocol = protocol.clone();
+    let waiter = lp.create_future::<()>()?;
+    let transport = start(lp, socket, shared, address, waiter.clone())?;
+    waiter.await?;
+    Ok((transport, protocol))
+}
+
+/// Checks that `sock` is a datagram socket and makes it non-blocking.
+fn adopt_datagram(sock: Socket) -> Result<Socket> {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    match sock.r#type() {
+        Ok(kind) if kind == Type::DGRAM => {}
+        Ok(_) => {
+            return Err(Error::InvalidArgument {
+                what: "sock",
+                value: format!("fd {fd}: a datagram socket was expected"),
+            });
+        }
+        Err(source) => {
+            return Err(Error::Io {
+                op: "getsockopt(SO_TYPE)",
+                source,
+            });
+        }
+    }
+    sock.set_nonblocking(true)
+        .map_err(Error::io("fcntl(O_NONBLOCK)"))?;
+    Ok(sock)
 }
 
 /// One way to open the endpoint: a family and the addresses to bind and connect.

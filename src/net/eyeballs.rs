@@ -53,24 +53,34 @@ pub(crate) fn interleave(addrs: Vec<SocketAddr>, first_family_count: usize) -> V
 }
 
 /// Connects to the first of `addrs` that answers: in turn without `delay`, staggered with
-/// it. Every socket is bound to `local` first, if given.
+/// it. Every socket is bound to `local` first, if given. When all fail: every error with
+/// `all_errors` (asyncio's `ExceptionGroup`), else asyncio's [`combine`] rule.
 pub(crate) async fn connect_any(
     lp: &EventLoop,
     addrs: Vec<SocketAddr>,
     local: Option<SocketAddr>,
     delay: Option<Duration>,
+    all_errors: bool,
 ) -> Result<Socket> {
-    match delay {
+    let attempts = match delay {
         None => sequential(lp, addrs, local).await,
-        Some(delay) => staggered(lp, addrs, local, delay).await,
-    }
+        Some(delay) => staggered(lp, addrs, local, delay).await?,
+    };
+    attempts.map_err(|errors| {
+        if all_errors {
+            Error::MultipleErrors(errors)
+        } else {
+            combine(errors)
+        }
+    })
 }
 
+/// Tries each address in turn; the errors of all attempts when none connected.
 async fn sequential(
     lp: &EventLoop,
     addrs: Vec<SocketAddr>,
     local: Option<SocketAddr>,
-) -> Result<Socket> {
+) -> Result<Socket, Vec<Error>> {
     let mut errors = Vec::new();
     for addr in addrs {
         match socket::connect(lp, &addr.into(), &addr.to_string(), local).await {
@@ -78,7 +88,7 @@ async fn sequential(
             Err(err) => errors.push(err),
         }
     }
-    Err(combine(errors))
+    Err(errors)
 }
 
 /// asyncio's rule: one error, or several with the same message, is raised as the first;
@@ -113,13 +123,14 @@ impl Drop for Attempts {
     }
 }
 
-/// asyncio's `staggered_race` over connection attempts.
+/// asyncio's `staggered_race` over connection attempts: the winner, or every attempt's
+/// error in the order they started (the outer `Err` is the loop refusing a task or timer).
 async fn staggered(
     lp: &EventLoop,
     addrs: Vec<SocketAddr>,
     local: Option<SocketAddr>,
     delay: Duration,
-) -> Result<Socket> {
+) -> Result<Result<Socket, Vec<Error>>> {
     let race = Rc::new(RefCell::new(Race::default()));
     let mut attempts = Attempts(Vec::with_capacity(addrs.len()));
     let mut errors: Vec<Option<Error>> = addrs.iter().map(|_| None).collect();
@@ -136,12 +147,12 @@ async fn staggered(
         }
         let finished = race.borrow_mut().results.pop_front();
         match finished {
-            Some((_, Ok(socket))) => return Ok(socket), // `attempts` cancels the others
+            Some((_, Ok(socket))) => return Ok(Ok(socket)), // `attempts` cancels the others
             Some((index, Err(err))) => {
                 errors[index] = Some(err);
                 failed += 1;
                 if failed == addrs.len() {
-                    return Err(combine(errors.into_iter().flatten().collect()));
+                    return Ok(Err(errors.into_iter().flatten().collect()));
                 }
             }
             None => {

@@ -11,9 +11,10 @@
 //! the loop's handle to the socket, which the protocol writes to and controls.
 //!
 //! # Invariants
-//! - The loop owns every open transport and every serving server (a per-loop registry), so
-//!   neither needs a user handle to stay alive; a transport leaves the registry right after
-//!   `connection_lost`, a server when it is closed. `close()` of the loop releases both.
+//! - The loop owns every open transport (stream, datagram, pipe) and every serving server
+//!   (per-loop registries), so none needs a user handle to stay alive; a transport leaves
+//!   its registry right after `connection_lost`, a server when it is closed. `close()` of
+//!   the loop releases them all, without calling their protocols.
 //! - Readiness only queues the transport's read or write callback cell (at most one of each
 //!   in the ready queue); protocol methods run from the ready queue, never from the poll.
 //! - Edge-triggered: a read callback reads until `EAGAIN`, or until it has read
@@ -68,8 +69,8 @@
 //!   trip to the executor.
 //!
 //! # Not yet
-//! `flags`/`proto` of stream connections, `all_errors`,
-//! `keep_alive`, `Server.close_clients`, `sock=` of `create_datagram_endpoint`.
+//! `flags`/`proto` of stream connections, `keep_alive`,
+//! `Server.close_clients`, `ssl` with `create_connection_with_sock`.
 
 mod calls;
 mod connect;

@@ -89,7 +89,9 @@ impl EventLoop {
     /// Wraps the read end of a pipe (or a FIFO, socket or character device) in a
     /// transport with a protocol from `factory` (asyncio's `loop.connect_read_pipe`). The
     /// descriptor is taken over, made non-blocking, and closed with the transport. Resolves
-    /// once `connection_made` ran.
+    /// once `connection_made` ran. The transport ends when the last writer closes its end:
+    /// a FIFO opened for reading only, with no writer yet, reads EOF at once (open it
+    /// read-write to keep it open across writers).
     ///
     /// Fails with [`Error::InvalidArgument`] for a regular file or directory (asyncio's
     /// "Pipe transport is for pipes/sockets only."), [`Error::Register`] if the poll

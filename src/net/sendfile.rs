@@ -40,8 +40,6 @@ const FALLBACK_CHUNK: u64 = 64 * 1024;
 #[derive(Default)]
 pub(crate) struct SendfileHook {
     active: Cell<bool>,
-    /// Set by transports the kernel cannot send through (TLS).
-    pub(crate) kernel_unavailable: Cell<bool>,
     drained: RefCell<Option<Future<()>>>,
     writable: RefCell<Option<Future<()>>>,
 }
@@ -204,9 +202,10 @@ async fn transport_native(
     count: Option<u64>,
 ) -> Result<u64> {
     let hook = &transport.inner.sendfile;
-    if hook.kernel_unavailable.get() {
+    if transport.inner.is_tls() {
+        // The kernel would send the file in clear.
         return Err(Error::SendfileNotAvailable(
-            "the transport is not a plain socket".to_string(),
+            "the transport is not a plain socket (tls)".to_string(),
         ));
     }
     let total = kernel_total(file, offset, count)?;

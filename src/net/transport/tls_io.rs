@@ -313,6 +313,7 @@ impl TransportInner {
         };
         self.maybe_resume_protocol(lp);
         if drained {
+            self.sendfile.on_drained(); // a `loop.sendfile` fallback waits for this
             self.tls_flushed(lp);
         }
     }

@@ -223,6 +223,15 @@ fn engine_code(err: &loopd::Error) -> Code {
         loopd::Error::TransportClosing
         | loopd::Error::WriteAfterEof
         | loopd::Error::ServerClosed => Code::FailedPrecondition,
+        loopd::Error::TlsConfig { .. } => Code::InvalidArgument,
+        loopd::Error::TlsHandshake { .. } => Code::Unavailable,
+        loopd::Error::HandshakeTimeout { .. } => Code::DeadlineExceeded,
+        loopd::Error::ReuseAddressNotSupported | loopd::Error::InvalidSendtoAddress { .. } => {
+            Code::InvalidArgument
+        }
+        loopd::Error::SendfileInProgress | loopd::Error::SendfileNotAvailable(_) => {
+            Code::FailedPrecondition
+        }
         _ => Code::Internal,
     }
 }
@@ -317,6 +326,40 @@ mod tests {
         ];
         for (err, code, needle) in cases {
             let status = Status::from(err);
+            assert_eq!(status.code(), code, "{}", status.message());
+            assert!(status.message().contains(needle), "{}", status.message());
+        }
+    }
+
+    #[test]
+    fn datagram_and_sendfile_errors_map_to_their_codes() {
+        let cases = [
+            (
+                loopd::Error::ReuseAddressNotSupported,
+                Code::InvalidArgument,
+                "reuse_address",
+            ),
+            (
+                loopd::Error::InvalidSendtoAddress {
+                    addr: "127.0.0.1:9".into(),
+                    expected: "none or 127.0.0.1:7".into(),
+                },
+                Code::InvalidArgument,
+                "127.0.0.1:9",
+            ),
+            (
+                loopd::Error::SendfileInProgress,
+                Code::FailedPrecondition,
+                "sendfile",
+            ),
+            (
+                loopd::Error::SendfileNotAvailable("not a regular file".into()),
+                Code::FailedPrecondition,
+                "not a regular file",
+            ),
+        ];
+        for (err, code, needle) in cases {
+            let status = Status::from(Error::Engine(err));
             assert_eq!(status.code(), code, "{}", status.message());
             assert!(status.message().contains(needle), "{}", status.message());
         }

@@ -672,8 +672,7 @@ async fn transport_stream(
     };
     let mut reader = client
         .read_transport("", transport, Some(0), credit)
-        .await?
-        .with_auto_credit();
+        .await?;
     let writer = std::thread::spawn(move || flood(peer, total));
     let started = Instant::now();
     let mut got = 0u64;
@@ -684,9 +683,10 @@ async fn transport_stream(
             chunk.offset
         );
         got += chunk.data.len() as u64;
-        if let Some(end) = chunk.end {
-            end.map_err(|e| anyhow::anyhow!("transport lost: {e}"))?;
-            break;
+        match chunk.end {
+            None => {}
+            Some(loopd_client::StreamEnd::Eof) => break,
+            Some(loopd_client::StreamEnd::Error(e)) => bail!("transport lost: {e}"),
         }
     }
     let elapsed = started.elapsed();

@@ -37,7 +37,7 @@
 //! - [`target`]: [`Target`] and [`default_socket_path`], shared with the daemon.
 //! - `loops`, `scheduler`, `futures`, `events`, `daemon`, `net`: one file per service,
 //!   each with its types and its `impl Client` methods. `net` has servers, connections,
-//!   their transports and the lossless [`TransportReader`].
+//!   their transports, read losslessly with a [`ByteReader`].
 //! - [`error`]: the one [`Error`] enum; a daemon's answer keeps its gRPC code.
 //!
 //! # Limitations
@@ -70,9 +70,9 @@ pub use futures::{CreatedFuture, FutureInfo, FutureState};
 pub use ids::{FutureId, HandleId};
 pub use loops::{LoopInfo, LoopOptions, LoopState, LoopTime};
 pub use net::{
-    Chunk, ConnectOptions, Delivery, EndpointId, EndpointInfo, NetAddress, NetEvent, ServerId,
-    ServerInfo, ServerOptions, ServerProtocol, TlsClient, TlsServer, TransportId, TransportInfo,
-    TransportReader, TransportState,
+    ConnectOptions, Delivery, EndpointId, EndpointInfo, NetAddress, NetEvent, ServerId, ServerInfo,
+    ServerOptions, ServerProtocol, TlsClient, TlsServer, TransportId, TransportInfo,
+    TransportState,
 };
 pub use scheduler::{
     Action, ActionKind, Batch, Callback, Cancelled, Entry, HandleFilter, HandleInfo, HandleKind,

@@ -4,9 +4,8 @@
 //!
 //! # Invariants
 //! - Ids are typed ([`ServerId`], [`TransportId`], [`EndpointId`]); `0` is never valid.
-//! - [`TransportReader`] is lossless: it yields a transport's bytes in order with their
-//!   stream offsets, and grants the daemon credit only as the caller asks (or, with
-//!   [`TransportReader::with_auto_credit`], as it consumes).
+//! - [`Client::read_transport`] is lossless: a [`ByteReader`] yields a transport's bytes
+//!   in order with their stream offsets, keeping a window of credit granted.
 //! - Calls the daemon's engine cannot serve yet answer UNIMPLEMENTED
 //!   ([`crate::Code::Unimplemented`]), naming what is missing.
 
@@ -15,13 +14,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use loopd_proto::pb;
 use tokio::sync::mpsc;
 
+use crate::byte_stream::ByteReader;
 use crate::client::Client;
 use crate::convert::{required, system_time, to_wire_duration};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 macro_rules! net_id {
     ($(#[$doc:meta])* $name:ident) => {
@@ -578,66 +577,6 @@ impl NetEvent {
     }
 }
 
-/// One piece of a transport's byte stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Chunk {
-    /// Stream offset of `data[0]`.
-    pub offset: u64,
-    /// The bytes.
-    pub data: Bytes,
-    /// Set on the last chunk: `Ok(())` at EOF, the connection_lost error otherwise.
-    pub end: Option<std::result::Result<(), String>>,
-}
-
-/// A lossless reader of one transport's bytes (NetService.ReadTransport).
-pub struct TransportReader {
-    credits: mpsc::UnboundedSender<pb::ReadTransportRequest>,
-    chunks: tonic::Streaming<pb::ByteChunk>,
-    auto_credit: bool,
-}
-
-impl TransportReader {
-    /// Grants the daemon `bytes` more of credit. Fails only if the call has ended.
-    pub fn grant(&self, bytes: u64) -> Result<()> {
-        let credit = pb::ReadTransportRequest {
-            kind: Some(pb::read_transport_request::Kind::Credit(pb::StreamCredit {
-                bytes,
-            })),
-        };
-        self.credits.send(credit).map_err(|_| Error::Status {
-            code: crate::Code::Cancelled,
-            message: "the ReadTransport call has ended".into(),
-        })
-    }
-
-    /// Re-grants every chunk's length as it is taken, so the credit granted at open
-    /// stays outstanding: a sliding window.
-    pub fn with_auto_credit(mut self) -> Self {
-        self.auto_credit = true;
-        self
-    }
-
-    /// The next chunk; `None` once the stream ended (after the chunk carrying `end`).
-    pub async fn next(&mut self) -> Result<Option<Chunk>> {
-        let Some(chunk) = self.chunks.message().await? else {
-            return Ok(None);
-        };
-        if self.auto_credit && !chunk.data.is_empty() {
-            let _ = self.grant(chunk.data.len() as u64);
-        }
-        let end = chunk.eof.then(|| {
-            Some(chunk.error)
-                .filter(|e| !e.is_empty())
-                .map_or(Ok(()), Err)
-        });
-        Ok(Some(Chunk {
-            offset: chunk.offset,
-            data: chunk.data,
-            end,
-        }))
-    }
-}
-
 fn tls_server_wire(tls: &TlsServer) -> Result<pb::TlsServerOptions> {
     Ok(pb::TlsServerOptions {
         cert_pem: tls.cert_pem.clone(),
@@ -955,15 +894,16 @@ impl Client {
     }
 
     /// Opens a lossless reader on a transport, from `from_offset` (`None`: the oldest
-    /// byte held), with `credit` bytes granted. FAILED_PRECONDITION for a transport
-    /// without a byte stream, NOT_FOUND for an unknown one.
+    /// byte held), keeping `window` bytes of credit granted (see [`ByteReader`]).
+    /// FAILED_PRECONDITION for a transport without a byte stream, NOT_FOUND for an
+    /// unknown one, OUT_OF_RANGE for an offset no longer (or never) held.
     pub async fn read_transport(
         &self,
         loop_name: &str,
         id: TransportId,
         from_offset: Option<u64>,
-        credit: u64,
-    ) -> Result<TransportReader> {
+        window: u64,
+    ) -> Result<ByteReader> {
         let (tx, rx) = mpsc::unbounded_channel();
         let open = pb::ReadTransportRequest {
             kind: Some(pb::read_transport_request::Kind::Open(
@@ -971,7 +911,7 @@ impl Client {
                     r#loop: loop_name.to_owned(),
                     transport_id: id.0,
                     from_offset,
-                    credit,
+                    credit: 0,
                 },
             )),
         };
@@ -983,11 +923,14 @@ impl Client {
             .read_transport(requests)
             .await?
             .into_inner();
-        Ok(TransportReader {
-            credits: tx,
-            chunks,
-            auto_credit: false,
-        })
+        Ok(ByteReader::new(chunks, window, move |bytes| {
+            let credit = pb::ReadTransportRequest {
+                kind: Some(pb::read_transport_request::Kind::Credit(pb::StreamCredit {
+                    bytes,
+                })),
+            };
+            tx.send(credit).is_ok()
+        }))
     }
 
     /// Creates a UDP endpoint bound to `local` and/or connected to `remote` (host, port).

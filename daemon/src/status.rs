@@ -158,8 +158,17 @@ pub enum Error {
     )]
     NoByteStream(u64),
     /// A part of the engine this request needs is not built yet.
-    #[error("{0} is not implemented yet by the engine")]
+    #[error("{0} is not implemented yet")]
     Unimplemented(&'static str),
+    /// A file the daemon was asked to read (Sendfile) cannot be opened.
+    #[error("cannot open {path:?}")]
+    File {
+        /// The path as given.
+        path: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
     /// OpenConnection's `timeout` passed before the connection was made.
     #[error("connecting to {0} timed out after {1:?}")]
     ConnectTimeout(String, std::time::Duration),
@@ -203,6 +212,11 @@ impl Error {
             }
             Error::Unimplemented(_) => Code::Unimplemented,
             Error::ConnectTimeout(..) => Code::DeadlineExceeded,
+            Error::File { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound => Code::NotFound,
+                std::io::ErrorKind::PermissionDenied => Code::PermissionDenied,
+                _ => Code::FailedPrecondition,
+            },
         }
     }
 }
@@ -219,7 +233,7 @@ fn engine_code(err: &loopd::Error) -> Code {
         loopd::Error::ConnectionRefused { .. }
         | loopd::Error::Connect { .. }
         | loopd::Error::MultipleErrors(_) => Code::Unavailable,
-        loopd::Error::Resolve { .. } => Code::NotFound,
+        loopd::Error::Resolve { .. } | loopd::Error::NameInfo { .. } => Code::NotFound,
         loopd::Error::TransportClosing
         | loopd::Error::WriteAfterEof
         | loopd::Error::ServerClosed => Code::FailedPrecondition,

@@ -527,9 +527,14 @@ async fn bad_input_gets_the_right_status_naming_the_value() {
             ..Default::default()
         })
         .await
-        .expect_err("no TLS yet");
-    assert_eq!(tls.code(), Code::Unimplemented);
-    assert!(tls.message().contains("TLS"), "{tls:?}");
+        .expect_err("TLS without a certificate");
+    assert_eq!(tls.code(), Code::InvalidArgument);
+    assert!(tls.message().contains("tls"), "{tls:?}");
+    let udp = api
+        .create_datagram_endpoint(pb::CreateDatagramEndpointRequest::default())
+        .await
+        .expect_err("no UDP in the daemon yet");
+    assert_eq!(udp.code(), Code::Unimplemented, "{udp:?}");
 }
 
 #[tokio::test]
@@ -565,4 +570,122 @@ async fn the_transport_quota_refuses_new_connections() {
     assert_eq!(over.code(), Code::ResourceExhausted, "{over:?}");
     assert!(over.message().contains("quota is 1"), "{over:?}");
     drop(first);
+}
+
+/// A CA and a certificate for `localhost` signed by it, as PEM: (ca, cert, key).
+fn pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key")).expect("ca");
+    let key = KeyPair::generate().expect("key");
+    let params = CertificateParams::new(vec!["localhost".into()]).expect("params");
+    let cert = params.signed_by(&key, &ca).expect("cert");
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn a_tls_echo_server_and_a_tls_connection_talk() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let (ca, cert, key) = pki();
+    let server = net(&channel)
+        .create_server(pb::CreateServerRequest {
+            hosts: vec!["127.0.0.1".into()],
+            protocol: pb::ServerProtocol::Echo as i32,
+            tls: Some(pb::TlsServerOptions {
+                cert_pem: cert.into_bytes(),
+                key_pem: key.into_bytes(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateServer with TLS")
+        .into_inner()
+        .server
+        .expect("server");
+    assert!(server.tls);
+    let Some(pb::net_address::Kind::Inet(inet)) = &server.addresses[0].kind else {
+        panic!("not inet")
+    };
+    let conn = net(&channel)
+        .open_connection(pb::OpenConnectionRequest {
+            host: "127.0.0.1".into(),
+            port: inet.port,
+            tls: Some(pb::TlsClientOptions {
+                server_name: "localhost".into(),
+                ca_pem: ca.into_bytes(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("OpenConnection with TLS")
+        .into_inner()
+        .transport
+        .expect("transport");
+    assert!(conn.tls_version.starts_with("TLSv1."), "{conn:?}");
+    assert!(!conn.tls_cipher.is_empty(), "{conn:?}");
+    let id = conn.transport_id;
+    let (_credits, mut chunks) = reader(&channel, id, 1 << 20).await;
+    write(&channel, id, b"over tls").await.expect("Write");
+    assert_eq!(read_n(&mut chunks, 0, 8).await.0, b"over tls");
+
+    let wrong_name = net(&channel)
+        .open_connection(pb::OpenConnectionRequest {
+            host: "127.0.0.1".into(),
+            port: inet.port,
+            tls: Some(pb::TlsClientOptions {
+                server_name: "not-localhost".into(),
+                ca_pem: pki().0.into_bytes(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("another CA");
+    assert_eq!(wrong_name.code(), Code::Unavailable, "{wrong_name:?}");
+}
+
+#[tokio::test]
+async fn resolve_and_reverse_resolve_on_the_loop() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let found = net(&channel)
+        .resolve(pb::ResolveRequest {
+            host: "127.0.0.1".into(),
+            port: 80,
+            ..Default::default()
+        })
+        .await
+        .expect("Resolve")
+        .into_inner()
+        .addresses;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(matches!(&found[0].kind,
+        Some(pb::net_address::Kind::Inet(i)) if i.ip == "127.0.0.1" && i.port == 80));
+    let named = net(&channel)
+        .reverse_resolve(pb::ReverseResolveRequest {
+            ip: "127.0.0.1".into(),
+            port: 80,
+            numeric_host: true,
+            ..Default::default()
+        })
+        .await
+        .expect("ReverseResolve")
+        .into_inner();
+    assert!(
+        !named.host.is_empty() && !named.service.is_empty(),
+        "{named:?}"
+    );
+    let bad = net(&channel)
+        .resolve(pb::ResolveRequest {
+            host: "not a host!".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("malformed");
+    assert_eq!(bad.code(), Code::InvalidArgument);
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use loopd_client::{
-    Client, ConnectOptions, Delivery, NetAddress, NetEvent, ServerId, TlsClient, TransportId,
-    TransportInfo,
+    Client, ConnectOptions, Delivery, NetAddress, NetEvent, ServerId, StreamEnd, TlsClient,
+    TransportId, TransportInfo,
 };
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
@@ -238,14 +238,13 @@ async fn read(
 ) -> Result<()> {
     let mut reader = client
         .read_transport(loop_name, id, from, READ_WINDOW)
-        .await?
-        .with_auto_credit();
+        .await?;
     while let Some(chunk) = reader.next().await? {
         ctx.out.raw(&chunk.data)?;
         match chunk.end {
             None => {}
-            Some(Ok(())) => break,
-            Some(Err(error)) => {
+            Some(StreamEnd::Eof) => break,
+            Some(StreamEnd::Error(error)) => {
                 ctx.out.flush()?;
                 bail!("transport {id} was lost: {error}");
             }

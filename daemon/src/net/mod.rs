@@ -23,7 +23,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use loopd::{Address, ConnectOptions, Hosts, Server, ServerOptions, Transport};
+use loopd::{Address, ConnectOptions, ExtraInfo, Hosts, Server, ServerOptions, Transport};
 use loopd_proto::pb;
 use pb::event::Kind as EventKind;
 use tokio::sync::oneshot;
@@ -96,8 +96,8 @@ pub enum Connect {
         /// asyncio's options.
         options: ConnectOptions,
     },
-    /// A Unix socket path.
-    Unix(String),
+    /// A Unix socket path (TLS options apply).
+    Unix(String, ConnectOptions),
 }
 
 /// One server the loop holds for a client.
@@ -106,6 +106,7 @@ pub struct ServerRec {
     server: Server,
     addresses: Vec<Address>,
     delivery: DeliverySpec,
+    tls: bool,
     creator_uid: u32,
     created_at: SystemTime,
     closed: Cell<bool>,
@@ -320,7 +321,7 @@ fn server_info(ctx: &LoopCtx, rec: &ServerRec) -> pb::ServerInfo {
         closed: rec.closed.get(),
         protocol: rec.delivery.behaviour.to_pb() as i32,
         delivery: delivery_pb(&rec.delivery) as i32,
-        tls: false,
+        tls: rec.tls,
         active_connections: rec.active.get(),
         connections_accepted: rec.accepted.get(),
         creator_uid: rec.creator_uid,
@@ -346,6 +347,11 @@ fn transport_info(ctx: &LoopCtx, rec: &TransportRec) -> pb::TransportInfo {
     let (low, high) = transport
         .as_ref()
         .map_or((0, 0), Transport::get_write_buffer_limits);
+    let (tls_cipher, tls_version) =
+        match transport.as_ref().and_then(|t| t.get_extra_info("cipher")) {
+            Some(ExtraInfo::Cipher { name, protocol, .. }) => (name, protocol),
+            _ => (String::new(), String::new()),
+        };
     pb::TransportInfo {
         transport_id: rec.id,
         r#loop: ctx.name.clone(),
@@ -376,8 +382,8 @@ fn transport_info(ctx: &LoopCtx, rec: &TransportRec) -> pb::TransportInfo {
             stream_window: rec.stream.as_ref().map(|_| 0),
         }) as i32,
         stream_buffered: rec.stream.as_ref().map_or(0, ByteStream::held),
-        tls_cipher: String::new(),
-        tls_version: String::new(),
+        tls_cipher,
+        tls_version,
         error: rec.error.borrow().clone(),
         creator_uid: rec.creator_uid,
         created_at: Some(rec.created_at.into()),
@@ -446,6 +452,7 @@ impl LoopCtx {
         let server_id = NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed);
         let weak = Rc::downgrade(self);
         let delivery = spec.delivery;
+        let tls = spec.options.ssl.is_some();
         let factory = move || {
             let rec = new_transport(server_id, delivery, uid, &limits);
             NetProtocol::new(rec, weak.clone())
@@ -465,9 +472,9 @@ impl LoopCtx {
                 }
                 Bind::Unix(path) => ctx.lp.create_unix_server(factory, path, spec.options).await,
             };
-            let result = created
-                .map_err(Error::from)
-                .map(|server| ctx.net_adopt_server(server_id, server, uid, delivery, &answer));
+            let result = created.map_err(Error::from).map(|server| {
+                ctx.net_adopt_server(server_id, server, (uid, tls), delivery, &answer)
+            });
             let _ = answer.send(result);
         };
         self.spawn(bound);
@@ -477,7 +484,7 @@ impl LoopCtx {
         &self,
         id: u64,
         server: Server,
-        uid: u32,
+        (uid, tls): (u32, bool),
         delivery: DeliverySpec,
         answer: &oneshot::Sender<Result<pb::ServerInfo>>,
     ) -> pb::ServerInfo {
@@ -486,6 +493,7 @@ impl LoopCtx {
             addresses: server.sockets(),
             server,
             delivery,
+            tls,
             creator_uid: uid,
             created_at: SystemTime::now(),
             closed: Cell::new(false),
@@ -585,9 +593,9 @@ impl LoopCtx {
                     .create_connection(factory, &host, port, options)
                     .await
                     .map(|(t, _)| t),
-                Connect::Unix(path) => ctx
+                Connect::Unix(path, options) => ctx
                     .lp
-                    .create_unix_connection(factory, path)
+                    .create_unix_connection_with(factory, path, options)
                     .await
                     .map(|(t, _)| t),
             };
@@ -705,6 +713,88 @@ impl LoopCtx {
             Some(data) => self.net_write(id, data).map(drop),
             None => self.net_close_transport(id, abort).map(drop),
         }
+    }
+}
+
+// ---- name resolution and sendfile ------------------------------------------------------
+
+impl LoopCtx {
+    /// Resolve: getaddrinfo on the loop's executor; addresses without duplicates.
+    pub fn net_resolve(
+        &self,
+        host: String,
+        port: u16,
+        family: loopd::Family,
+        answer: oneshot::Sender<Result<Vec<pb::NetAddress>>>,
+    ) {
+        let hints = loopd::AddrInfoHints {
+            family,
+            socktype: loopd::SockType::Stream,
+            ..Default::default()
+        };
+        let lookup = self.lp.getaddrinfo(Some(&host), Some(port), hints);
+        self.spawn(async move {
+            let result = lookup.await.map_err(Error::from).map(|infos| {
+                let mut seen = Vec::new();
+                for info in infos {
+                    if !seen.contains(&info.addr) {
+                        seen.push(info.addr);
+                    }
+                }
+                seen.into_iter()
+                    .map(|a| address(&Address::Inet(a)))
+                    .collect()
+            });
+            let _ = answer.send(result);
+        });
+    }
+
+    /// ReverseResolve: getnameinfo; without `numeric`, an address with no name fails.
+    pub fn net_reverse_resolve(
+        &self,
+        addr: std::net::SocketAddr,
+        numeric: bool,
+        answer: oneshot::Sender<Result<(String, String)>>,
+    ) {
+        let flags = if numeric { 0 } else { libc::NI_NAMEREQD };
+        let lookup = self.lp.getnameinfo(addr, flags);
+        self.spawn(async move {
+            let _ = answer.send(lookup.await.map_err(Error::from));
+        });
+    }
+
+    /// Sendfile: the daemon opens `path` and the engine sends it over the transport.
+    pub fn net_sendfile(
+        &self,
+        id: u64,
+        path: String,
+        offset: u64,
+        count: Option<u64>,
+        fallback: bool,
+        answer: oneshot::Sender<Result<u64>>,
+    ) {
+        let opened = self.open_transport(id).and_then(|(rec, transport)| {
+            let file = std::fs::File::open(&path).map_err(|source| Error::File {
+                path: path.clone(),
+                source,
+            })?;
+            Ok((rec, transport, file))
+        });
+        let (rec, transport, file) = match opened {
+            Ok(found) => found,
+            Err(err) => {
+                let _ = answer.send(Err(err));
+                return;
+            }
+        };
+        let sending = self.lp.sendfile(&transport, &file, offset, count, fallback);
+        self.spawn(async move {
+            let result = sending.await.map_err(Error::from);
+            if let Ok(sent) = &result {
+                rec.count_written(*sent as usize);
+            }
+            let _ = answer.send(result);
+        });
     }
 }
 

@@ -9,9 +9,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use loopd::{ConnectOptions, ServerOptions};
+use loopd::{ConnectOptions, ServerOptions, TlsClientConfig, TlsServerConfig};
 use loopd_proto::NetService;
 use loopd_proto::pb;
 use tonic::{Request, Response, Status, Streaming};
@@ -21,6 +22,10 @@ use crate::bytestream::{CreditedRead, serve_credited};
 use crate::config::Limits;
 use crate::net::{Behaviour, Bind, Connect, DeliverySpec, ServerSpec};
 use crate::status::{Error, Result};
+
+/// What UDP requests answer until the daemon holds datagram endpoints.
+const UDP: &str =
+    "datagram endpoints in the daemon (the engine has them; the daemon does not hold them yet)";
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ByteChunk, Status>> + Send>>;
 
@@ -93,10 +98,49 @@ fn delivery(protocol: i32, delivery: i32, window: u64, limits: &Limits) -> Resul
     })
 }
 
+/// A server's TLS configuration from PEM bytes or files (bytes win).
+fn tls_server(tls: &pb::TlsServerOptions) -> Result<(TlsServerConfig, Option<Duration>)> {
+    let config = if !tls.cert_pem.is_empty() || !tls.key_pem.is_empty() {
+        TlsServerConfig::from_pem(&tls.cert_pem, &tls.key_pem)?
+    } else if !tls.cert_path.is_empty() && !tls.key_path.is_empty() {
+        TlsServerConfig::from_pem_files(&tls.cert_path, &tls.key_path)?
+    } else {
+        return Err(Error::invalid(
+            "tls",
+            "no certificate and key (set cert_pem and key_pem, or cert_path and key_path)",
+        ));
+    };
+    let timeout = tls
+        .handshake_timeout
+        .as_ref()
+        .map(|t| non_negative("tls.handshake_timeout", t))
+        .transpose()?;
+    Ok((config, timeout))
+}
+
+/// A connection's TLS configuration: the daemon has no default trust roots, so a CA is
+/// required.
+fn tls_client(tls: &pb::TlsClientOptions) -> Result<(TlsClientConfig, Option<Duration>)> {
+    let config = if !tls.ca_pem.is_empty() {
+        TlsClientConfig::with_ca_pem(&tls.ca_pem)?
+    } else if !tls.ca_path.is_empty() {
+        TlsClientConfig::with_ca_pem_file(&tls.ca_path)?
+    } else {
+        return Err(Error::invalid(
+            "tls",
+            "no CA (set ca_pem or ca_path: the daemon has no default trust roots)",
+        ));
+    };
+    let timeout = tls
+        .handshake_timeout
+        .as_ref()
+        .map(|t| non_negative("tls.handshake_timeout", t))
+        .transpose()?;
+    Ok((config, timeout))
+}
+
 fn server_spec(req: &pb::CreateServerRequest, limits: &Limits) -> Result<ServerSpec> {
-    if req.tls.is_some() {
-        return Err(Error::Unimplemented("TLS (create_server's ssl)"));
-    }
+    let tls = req.tls.as_ref().map(tls_server).transpose()?;
     let bind = if req.unix_path.is_empty() {
         for host in &req.hosts {
             check_host("host", host)?;
@@ -114,11 +158,15 @@ fn server_spec(req: &pb::CreateServerRequest, limits: &Limits) -> Result<ServerS
         }
         Bind::Unix(check_unix_path(&req.unix_path)?)
     };
+    let (ssl, ssl_handshake_timeout) = tls.unzip();
     let options = ServerOptions {
         backlog: if req.backlog == 0 { 100 } else { req.backlog },
         reuse_address: req.reuse_address.unwrap_or(true),
         reuse_port: req.reuse_port,
         start_serving: req.start_serving.unwrap_or(true),
+        ssl,
+        ssl_handshake_timeout: ssl_handshake_timeout.flatten(),
+        ..ServerOptions::default()
     };
     Ok(ServerSpec {
         bind,
@@ -129,14 +177,30 @@ fn server_spec(req: &pb::CreateServerRequest, limits: &Limits) -> Result<ServerS
 
 /// The target of an OpenConnection, and how it reads in messages.
 fn connect_target(req: &pb::OpenConnectionRequest) -> Result<(Connect, String)> {
-    if req.tls.is_some() {
-        return Err(Error::Unimplemented("TLS (create_connection's ssl)"));
-    }
-    if req.happy_eyeballs_delay.is_some() || req.interleave != 0 {
-        return Err(Error::Unimplemented(
-            "Happy Eyeballs (happy_eyeballs_delay, interleave)",
-        ));
-    }
+    let tls = req.tls.as_ref().map(tls_client).transpose()?;
+    let server_hostname = req
+        .tls
+        .as_ref()
+        .map(|t| t.server_name.clone())
+        .filter(|name| !name.is_empty());
+    let (ssl, ssl_handshake_timeout) = tls.unzip();
+    let happy_eyeballs_delay = req
+        .happy_eyeballs_delay
+        .as_ref()
+        .map(|d| non_negative("happy_eyeballs_delay", d))
+        .transpose()?;
+    let interleave = match (req.interleave, happy_eyeballs_delay) {
+        (0, _) => None,
+        (n, _) => Some(n as usize),
+    };
+    let options = ConnectOptions {
+        ssl,
+        server_hostname,
+        ssl_handshake_timeout: ssl_handshake_timeout.flatten(),
+        happy_eyeballs_delay,
+        interleave,
+        ..ConnectOptions::default()
+    };
     if !req.unix_path.is_empty() {
         if !req.host.is_empty() || req.port != 0 || !req.local_host.is_empty() {
             return Err(Error::invalid(
@@ -145,7 +209,7 @@ fn connect_target(req: &pb::OpenConnectionRequest) -> Result<(Connect, String)> 
             ));
         }
         let path = check_unix_path(&req.unix_path)?;
-        return Ok((Connect::Unix(path.clone()), path));
+        return Ok((Connect::Unix(path.clone(), options), path));
     }
     check_host("host", &req.host)?;
     let port = check_port("port", req.port, false)?;
@@ -167,7 +231,10 @@ fn connect_target(req: &pb::OpenConnectionRequest) -> Result<(Connect, String)> 
     let target = Connect::Tcp {
         host: req.host.clone(),
         port,
-        options: ConnectOptions { local_addr },
+        options: ConnectOptions {
+            local_addr,
+            ..options
+        },
     };
     Ok((target, shown))
 }
@@ -472,42 +539,79 @@ impl NetService for Api {
         &self,
         _request: Request<pb::CreateDatagramEndpointRequest>,
     ) -> Result<Response<pb::CreateDatagramEndpointResponse>, Status> {
-        Err(Error::Unimplemented("create_datagram_endpoint (UDP)").into())
+        Err(Error::Unimplemented(UDP).into())
     }
 
     async fn send_datagram(
         &self,
         _request: Request<pb::SendDatagramRequest>,
     ) -> Result<Response<pb::SendDatagramResponse>, Status> {
-        Err(Error::Unimplemented("create_datagram_endpoint (UDP)").into())
+        Err(Error::Unimplemented(UDP).into())
     }
 
     async fn close_datagram_endpoint(
         &self,
         _request: Request<pb::CloseDatagramEndpointRequest>,
     ) -> Result<Response<pb::CloseDatagramEndpointResponse>, Status> {
-        Err(Error::Unimplemented("create_datagram_endpoint (UDP)").into())
+        Err(Error::Unimplemented(UDP).into())
     }
 
     async fn resolve(
         &self,
-        _request: Request<pb::ResolveRequest>,
+        request: Request<pb::ResolveRequest>,
     ) -> Result<Response<pb::ResolveResponse>, Status> {
-        Err(Error::Unimplemented("getaddrinfo").into())
+        let req = request.into_inner();
+        check_host("host", &req.host)?;
+        let port = check_port("port", req.port, true)?;
+        let family = match pb::AddressFamily::try_from(req.family) {
+            Ok(pb::AddressFamily::Unspecified) => loopd::Family::Unspec,
+            Ok(pb::AddressFamily::Inet) => loopd::Family::Inet,
+            Ok(pb::AddressFamily::Inet6) => loopd::Family::Inet6,
+            Err(_) => return Err(Error::invalid("family", req.family).into()),
+        };
+        let shared = self.daemon.registry.get(&req.r#loop)?;
+        let host = req.host;
+        let addrs = shared
+            .call_later(move |ctx, answer| ctx.net_resolve(host, port, family, answer))
+            .await?;
+        Ok(Response::new(pb::ResolveResponse { addresses: addrs }))
     }
 
     async fn reverse_resolve(
         &self,
-        _request: Request<pb::ReverseResolveRequest>,
+        request: Request<pb::ReverseResolveRequest>,
     ) -> Result<Response<pb::ReverseResolveResponse>, Status> {
-        Err(Error::Unimplemented("getnameinfo").into())
+        let req = request.into_inner();
+        let ip: IpAddr = req
+            .ip
+            .parse()
+            .map_err(|_| Error::invalid("ip", format!("{:?} is not an IP address", req.ip)))?;
+        let addr = SocketAddr::new(ip, check_port("port", req.port, true)?);
+        let shared = self.daemon.registry.get(&req.r#loop)?;
+        let numeric = req.numeric_host;
+        let (host, service) = shared
+            .call_later(move |ctx, answer| ctx.net_reverse_resolve(addr, numeric, answer))
+            .await?;
+        Ok(Response::new(pb::ReverseResolveResponse { host, service }))
     }
 
     async fn sendfile(
         &self,
-        _request: Request<pb::SendfileRequest>,
+        request: Request<pb::SendfileRequest>,
     ) -> Result<Response<pb::SendfileResponse>, Status> {
-        Err(Error::Unimplemented("sendfile").into())
+        let req = request.into_inner();
+        if req.path.is_empty() {
+            return Err(Error::invalid("path", "empty").into());
+        }
+        let shared = self.daemon.registry.get(&req.r#loop)?;
+        let (id, path, offset, count) = (req.transport_id, req.path, req.offset, req.count);
+        let fallback = req.fallback.unwrap_or(true);
+        let bytes_sent = shared
+            .call_later(move |ctx, answer| {
+                ctx.net_sendfile(id, path, offset, count, fallback, answer);
+            })
+            .await?;
+        Ok(Response::new(pb::SendfileResponse { bytes_sent }))
     }
 }
 
@@ -561,9 +665,7 @@ mod tests {
             tls: Some(pb::TlsServerOptions::default()),
             ..Default::default()
         };
-        assert!(matches!(
-            server_spec(&tls, &Limits::default()),
-            Err(Error::Unimplemented(_))
-        ));
+        let err = server_spec(&tls, &Limits::default()).unwrap_err();
+        assert!(matches!(err, Error::Invalid { what: "tls", .. }), "{err}");
     }
 }

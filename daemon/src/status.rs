@@ -160,6 +160,17 @@ pub enum Error {
     /// A part of the engine this request needs is not built yet.
     #[error("{0} is not implemented yet")]
     Unimplemented(&'static str),
+    /// The datagram endpoint is unknown on that loop (or was forgotten).
+    #[error("datagram endpoint {id} not found on loop {loop_name:?}")]
+    EndpointNotFound {
+        /// The loop asked.
+        loop_name: String,
+        /// The endpoint asked for.
+        id: u64,
+    },
+    /// The datagram endpoint is closed.
+    #[error("datagram endpoint {0} is closed")]
+    EndpointClosed(u64),
     /// A file the daemon was asked to read (Sendfile) cannot be opened.
     #[error("cannot open {path:?}")]
     File {
@@ -212,6 +223,8 @@ impl Error {
             }
             Error::Unimplemented(_) => Code::Unimplemented,
             Error::ConnectTimeout(..) => Code::DeadlineExceeded,
+            Error::EndpointNotFound { .. } => Code::NotFound,
+            Error::EndpointClosed(_) => Code::FailedPrecondition,
             Error::File { source, .. } => match source.kind() {
                 std::io::ErrorKind::NotFound => Code::NotFound,
                 std::io::ErrorKind::PermissionDenied => Code::PermissionDenied,

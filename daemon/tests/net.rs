@@ -533,8 +533,8 @@ async fn bad_input_gets_the_right_status_naming_the_value() {
     let udp = api
         .create_datagram_endpoint(pb::CreateDatagramEndpointRequest::default())
         .await
-        .expect_err("no UDP in the daemon yet");
-    assert_eq!(udp.code(), Code::Unimplemented, "{udp:?}");
+        .expect_err("no address");
+    assert_eq!(udp.code(), Code::InvalidArgument, "{udp:?}");
 }
 
 #[tokio::test]
@@ -688,4 +688,78 @@ async fn resolve_and_reverse_resolve_on_the_loop() {
         .await
         .expect_err("malformed");
     assert_eq!(bad.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn a_datagram_endpoint_receives_as_events_and_sends() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut events = subscribe(&channel, "").await;
+    let endpoint = net(&channel)
+        .create_datagram_endpoint(pb::CreateDatagramEndpointRequest {
+            local_host: "127.0.0.1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateDatagramEndpoint")
+        .into_inner()
+        .endpoint
+        .expect("endpoint");
+    let Some(pb::net_address::Kind::Inet(local)) =
+        endpoint.sockname.as_ref().and_then(|a| a.kind.clone())
+    else {
+        panic!("no local address: {endpoint:?}")
+    };
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    peer.set_read_timeout(Some(WAIT)).expect("timeout");
+    peer.send_to(b"dgram", ("127.0.0.1", local.port as u16))
+        .expect("send");
+    let got = collect(&mut events, 1, |e| {
+        matches!(e.kind, Some(Kind::DatagramReceived(_)))
+    })
+    .await;
+    let Some(Kind::DatagramReceived(d)) = &got[0].kind else {
+        unreachable!()
+    };
+    assert_eq!(
+        (d.endpoint_id, &d.data[..]),
+        (endpoint.endpoint_id, &b"dgram"[..])
+    );
+
+    let peer_port = peer.local_addr().expect("addr").port();
+    net(&channel)
+        .send_datagram(pb::SendDatagramRequest {
+            endpoint_id: endpoint.endpoint_id,
+            data: b"reply".to_vec(),
+            host: "127.0.0.1".into(),
+            port: u32::from(peer_port),
+            ..Default::default()
+        })
+        .await
+        .expect("SendDatagram");
+    let mut buf = [0u8; 16];
+    let (n, _) = peer.recv_from(&mut buf).expect("reply arrives");
+    assert_eq!(&buf[..n], b"reply");
+
+    let closed = net(&channel)
+        .close_datagram_endpoint(pb::CloseDatagramEndpointRequest {
+            r#loop: String::new(),
+            endpoint_id: endpoint.endpoint_id,
+        })
+        .await
+        .expect("Close")
+        .into_inner()
+        .endpoint
+        .expect("endpoint");
+    assert_eq!(closed.datagrams_received, 1);
+    let unknown = net(&channel)
+        .send_datagram(pb::SendDatagramRequest {
+            endpoint_id: 515_151,
+            data: b"x".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown endpoint");
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert!(unknown.message().contains("515151"), "{unknown:?}");
 }

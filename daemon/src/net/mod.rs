@@ -15,6 +15,7 @@
 //!   stream's resume callback (on a reader's thread) sends a job back to the loop, which
 //!   resumes reading unless the client paused it too.
 
+mod datagram;
 mod protocol;
 
 use std::cell::{Cell, RefCell};
@@ -148,6 +149,7 @@ impl TransportRec {
 enum Gone {
     Server(u64),
     Transport(u64),
+    Endpoint(u64),
 }
 
 /// The servers and transports of one loop.
@@ -155,6 +157,7 @@ enum Gone {
 pub struct NetState {
     servers: RefCell<BTreeMap<u64, Rc<ServerRec>>>,
     transports: RefCell<BTreeMap<u64, Rc<TransportRec>>>,
+    endpoints: RefCell<BTreeMap<u64, Rc<datagram::EndpointRec>>>,
     /// Closed servers and lost transports, oldest first, to forget in time.
     gone: RefCell<VecDeque<(Instant, Gone)>>,
     /// Open servers and transports per uid.
@@ -280,6 +283,7 @@ impl NetState {
             match what {
                 Gone::Server(id) => drop(self.servers.borrow_mut().remove(&id)),
                 Gone::Transport(id) => drop(self.transports.borrow_mut().remove(&id)),
+                Gone::Endpoint(id) => drop(self.endpoints.borrow_mut().remove(&id)),
             }
         }
     }
@@ -514,7 +518,7 @@ impl LoopCtx {
 
     /// Runs `fut` as a task on the loop; a loop that cannot take it drops it, which
     /// drops the answer channel, so the caller hears the loop is gone.
-    fn spawn(&self, fut: impl std::future::Future<Output = ()> + 'static) {
+    pub(crate) fn spawn(&self, fut: impl std::future::Future<Output = ()> + 'static) {
         if let Err(err) = self.lp.create_task(fut, None) {
             tracing::debug!(loop_name = %self.name, "cannot start a net task: {err}");
         }

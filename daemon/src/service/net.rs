@@ -3,9 +3,8 @@
 //!
 //! # Invariants
 //! - Addresses, ports, enums and windows are validated here, before the hand-off.
-//! - What the engine does not have yet (TLS, Happy Eyeballs, datagram endpoints,
-//!   getaddrinfo/getnameinfo, sendfile) answers UNIMPLEMENTED naming it; nothing is
-//!   pretended.
+//! - TLS material is loaded here (PEM bytes or files the daemon reads); a TLS
+//!   connection needs a CA, as the daemon has no default trust roots.
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -22,10 +21,6 @@ use crate::bytestream::{CreditedRead, serve_credited};
 use crate::config::Limits;
 use crate::net::{Behaviour, Bind, Connect, DeliverySpec, ServerSpec};
 use crate::status::{Error, Result};
-
-/// What UDP requests answer until the daemon holds datagram endpoints.
-const UDP: &str =
-    "datagram endpoints in the daemon (the engine has them; the daemon does not hold them yet)";
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ByteChunk, Status>> + Send>>;
 
@@ -237,6 +232,36 @@ fn connect_target(req: &pb::OpenConnectionRequest) -> Result<(Connect, String)> 
         },
     };
     Ok((target, shown))
+}
+
+/// A CreateDatagramEndpoint's addresses: at least one of local and remote.
+fn datagram_options(req: &pb::CreateDatagramEndpointRequest) -> Result<loopd::DatagramOptions> {
+    let addr = |what, host: &str, port| -> Result<Option<loopd::DatagramAddr>> {
+        if host.is_empty() && port == 0 {
+            return Ok(None);
+        }
+        let host = if host.is_empty() { "0.0.0.0" } else { host };
+        check_host(what, host)?;
+        Ok(Some(loopd::DatagramAddr::Inet {
+            host: host.to_owned(),
+            port: check_port("port", port, true)?,
+        }))
+    };
+    let local_addr = addr("local_host", &req.local_host, req.local_port)?;
+    let remote_addr = addr("remote_host", &req.remote_host, req.remote_port)?;
+    if local_addr.is_none() && remote_addr.is_none() {
+        return Err(Error::invalid(
+            "local_host",
+            "neither a local nor a remote address",
+        ));
+    }
+    Ok(loopd::DatagramOptions {
+        local_addr,
+        remote_addr,
+        reuse_port: req.reuse_port,
+        allow_broadcast: req.allow_broadcast,
+        ..Default::default()
+    })
 }
 
 fn usize_mark(what: &'static str, mark: Option<u64>) -> Result<Option<usize>> {
@@ -537,23 +562,51 @@ impl NetService for Api {
 
     async fn create_datagram_endpoint(
         &self,
-        _request: Request<pb::CreateDatagramEndpointRequest>,
+        request: Request<pb::CreateDatagramEndpointRequest>,
     ) -> Result<Response<pb::CreateDatagramEndpointResponse>, Status> {
-        Err(Error::Unimplemented(UDP).into())
+        let uid = caller_uid(&request);
+        let req = request.into_inner();
+        let options = datagram_options(&req)?;
+        let shared = self.daemon.registry.get(&req.r#loop)?;
+        let endpoint = shared
+            .call_later(move |ctx, answer| ctx.net_create_endpoint(uid, options, answer))
+            .await?;
+        Ok(Response::new(pb::CreateDatagramEndpointResponse {
+            endpoint: Some(endpoint),
+        }))
     }
 
     async fn send_datagram(
         &self,
-        _request: Request<pb::SendDatagramRequest>,
+        request: Request<pb::SendDatagramRequest>,
     ) -> Result<Response<pb::SendDatagramResponse>, Status> {
-        Err(Error::Unimplemented(UDP).into())
+        let req = request.into_inner();
+        let to = if req.host.is_empty() {
+            None
+        } else {
+            let ip: IpAddr = req.host.parse().map_err(|_| {
+                Error::invalid("host", format!("{:?} is not an IP address", req.host))
+            })?;
+            Some(SocketAddr::new(ip, check_port("port", req.port, false)?))
+        };
+        let (id, data) = (req.endpoint_id, req.data);
+        self.on_loop(&req.r#loop, move |ctx| ctx.net_send_datagram(id, &data, to))
+            .await?;
+        Ok(Response::new(pb::SendDatagramResponse {}))
     }
 
     async fn close_datagram_endpoint(
         &self,
-        _request: Request<pb::CloseDatagramEndpointRequest>,
+        request: Request<pb::CloseDatagramEndpointRequest>,
     ) -> Result<Response<pb::CloseDatagramEndpointResponse>, Status> {
-        Err(Error::Unimplemented(UDP).into())
+        let req = request.into_inner();
+        let id = req.endpoint_id;
+        let endpoint = self
+            .on_loop(&req.r#loop, move |ctx| ctx.net_close_endpoint(id))
+            .await?;
+        Ok(Response::new(pb::CloseDatagramEndpointResponse {
+            endpoint: Some(endpoint),
+        }))
     }
 
     async fn resolve(

@@ -763,3 +763,50 @@ async fn a_datagram_endpoint_receives_as_events_and_sends() {
     assert_eq!(unknown.code(), Code::NotFound);
     assert!(unknown.message().contains("515151"), "{unknown:?}");
 }
+
+#[tokio::test]
+async fn sendfile_sends_a_file_the_daemon_reads() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut events = subscribe(&channel, "").await;
+    let (_, port) = tcp_server(&channel, pb::ServerProtocol::Events, 0).await;
+    let mut client = peer(port);
+    let id = made(&mut events).await.transport_id;
+    let content: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let path = daemon.dir.path().join("payload.bin");
+    std::fs::write(&path, &content).expect("write the file");
+    let sent = net(&channel)
+        .sendfile(pb::SendfileRequest {
+            transport_id: id,
+            path: path.display().to_string(),
+            offset: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("Sendfile")
+        .into_inner()
+        .bytes_sent;
+    assert_eq!(sent, content.len() as u64 - 1000);
+    let (got, client) = tokio::task::spawn_blocking(move || {
+        let got = read_exact(&mut client, sent as usize);
+        (got, client)
+    })
+    .await
+    .expect("reader");
+    assert!(got == content[1000..], "the file's bytes from offset 1000");
+
+    let missing = net(&channel)
+        .sendfile(pb::SendfileRequest {
+            transport_id: id,
+            path: "/nonexistent/loopd-file".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("missing file");
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+    assert!(
+        missing.message().contains("/nonexistent/loopd-file"),
+        "{missing:?}"
+    );
+    drop(client);
+}

@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "loopd/v1/metrics.proto",
     "loopd/v1/daemon.proto",
     "loopd/v1/streams.proto",
+    "loopd/v1/net.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -10,6 +10,9 @@
 //! Modes: `bare-server PATH` serves a no-op `SchedulerService` (the ceiling of the tonic
 //! stack); `unary` (CallLater, N in flight), `batch` (ScheduleBatch), `events` (events/s
 //! to K subscribers) and `fire-latency` (timer due time to the client's receipt) measure.
+//! `transport-stream` measures a transport's lossless byte stream (NetService
+//! ReadTransport) read by one gRPC client, against plain loopback TCP between two threads
+//! of this process measured in the same run.
 //!
 //! # Invariants
 //! - The client runs on a current_thread runtime, as the daemon's front door does by
@@ -72,6 +75,19 @@ enum Mode {
         #[arg(long, default_value_t = 1000)]
         entries: usize,
     },
+    /// A plain TCP peer floods an events-protocol server of the daemon with `--mib` MiB;
+    /// one gRPC reader takes them through ReadTransport: MB/s, and the same bytes over
+    /// plain loopback TCP thread to thread as the baseline.
+    TransportStream {
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        /// Credit the reader keeps granted, in MiB.
+        #[arg(long, default_value_t = 16)]
+        credit_mib: u64,
+        /// The transport's stream window, in MiB.
+        #[arg(long, default_value_t = 16)]
+        window_mib: u64,
+    },
     /// Runs `--events` call_soon callbacks (each emits CallbackRun), then K subscribers
     /// read them all from the ring at once: events/s delivered.
     Events {
@@ -123,6 +139,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
             max_batch,
         } => events(path, &channel, label, total, subscribers, max_batch).await,
         Mode::FireLatency { timers } => fire_latency(&channel, label, timers).await,
+        Mode::TransportStream {
+            mib,
+            credit_mib,
+            window_mib,
+        } => {
+            // Its own connection, with HTTP/2 receive windows as large as the credit, so
+            // that HTTP/2 flow control does not throttle below the stream's own.
+            let window = u32::try_from(credit_mib << 20).unwrap_or(u32::MAX);
+            let endpoint = tonic::transport::Endpoint::from_static("http://localhost")
+                .initial_stream_window_size(Some(window))
+                .initial_connection_window_size(Some(window.saturating_mul(2)));
+            let socket = path.to_owned();
+            let channel = endpoint
+                .connect_with_connector(tower::service_fn(move |_| {
+                    let socket = socket.clone();
+                    async move {
+                        let stream = tokio::net::UnixStream::connect(socket).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                }))
+                .await?;
+            let (total, credit, window) = (mib << 20, credit_mib << 20, window_mib << 20);
+            transport_stream(&channel, label, total, credit, window).await
+        }
     }
 }
 
@@ -557,5 +597,108 @@ async fn bare_server(path: &std::path::Path) -> anyhow::Result<()> {
         .add_service(SchedulerServiceServer::new(Bare))
         .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
         .await?;
+    Ok(())
+}
+
+/// Writes `total` bytes to `stream` in 256 KiB blocks, then half-closes it.
+fn flood(mut stream: std::net::TcpStream, total: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let block = vec![0x5a_u8; 256 << 10];
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        stream.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    stream.shutdown(std::net::Shutdown::Write)
+}
+
+/// Plain loopback TCP, one writer thread and one reader thread: the baseline, in MB/s.
+fn tcp_baseline(total: u64) -> anyhow::Result<f64> {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let writer = std::thread::spawn(move || flood(std::net::TcpStream::connect(addr)?, total));
+    let (mut conn, _) = listener.accept()?;
+    let mut buf = vec![0u8; 256 << 10];
+    let started = Instant::now();
+    let mut got = 0u64;
+    loop {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+    }
+    let elapsed = started.elapsed();
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    ensure!(got == total, "baseline got {got} of {total} bytes");
+    Ok(total as f64 / elapsed.as_secs_f64() / 1e6)
+}
+
+async fn transport_stream(
+    channel: &Channel,
+    label: &str,
+    total: u64,
+    credit: u64,
+    window: u64,
+) -> anyhow::Result<()> {
+    let client = loopd_client::Client::from_channel(channel.clone());
+    let server = client
+        .create_server(
+            "",
+            &loopd_client::ServerOptions {
+                hosts: vec!["127.0.0.1".into()],
+                stream_window: window,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let addr = match server.addresses.first() {
+        Some(loopd_client::NetAddress::Inet(addr)) => *addr,
+        other => bail!("unexpected server address {other:?}"),
+    };
+    let peer = std::net::TcpStream::connect(addr)?;
+    let transport = loop {
+        let open = client
+            .list_transports("", Some(server.server_id), false)
+            .await?;
+        if let Some(t) = open.first() {
+            break t.transport_id;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let mut reader = client
+        .read_transport("", transport, Some(0), credit)
+        .await?
+        .with_auto_credit();
+    let writer = std::thread::spawn(move || flood(peer, total));
+    let started = Instant::now();
+    let mut got = 0u64;
+    while let Some(chunk) = reader.next().await? {
+        ensure!(
+            chunk.offset == got,
+            "chunk at {} after {got} bytes",
+            chunk.offset
+        );
+        got += chunk.data.len() as u64;
+        if let Some(end) = chunk.end {
+            end.map_err(|e| anyhow::anyhow!("transport lost: {e}"))?;
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    ensure!(got == total, "read {got} of {total} bytes");
+    client.close_server("", server.server_id).await?;
+    let stream = total as f64 / elapsed.as_secs_f64() / 1e6;
+    figure(label, "transport_stream_mbps", stream, "MB/s");
+    let baseline = tcp_baseline(total)?;
+    figure("tcp", "loopback_tcp_mbps", baseline, "MB/s");
+    figure(label, "transport_stream_vs_tcp", stream / baseline, "ratio");
     Ok(())
 }

@@ -43,11 +43,33 @@ pub enum EventKind {
     LoopClosed,
     /// [`EventBody::Gap`]; always delivered, whatever the filters.
     Gap,
+    /// [`NetEvent::ConnectionMade`](crate::NetEvent::ConnectionMade).
+    ConnectionMade,
+    /// [`NetEvent::DataReceived`](crate::NetEvent::DataReceived).
+    DataReceived,
+    /// [`NetEvent::EofReceived`](crate::NetEvent::EofReceived).
+    EofReceived,
+    /// [`NetEvent::ConnectionLost`](crate::NetEvent::ConnectionLost).
+    ConnectionLost,
+    /// [`NetEvent::PauseWriting`](crate::NetEvent::PauseWriting).
+    PauseWriting,
+    /// [`NetEvent::ResumeWriting`](crate::NetEvent::ResumeWriting).
+    ResumeWriting,
+    /// [`NetEvent::DatagramReceived`](crate::NetEvent::DatagramReceived).
+    DatagramReceived,
+    /// [`NetEvent::ErrorReceived`](crate::NetEvent::ErrorReceived).
+    ErrorReceived,
+    /// [`NetEvent::ServerClosed`](crate::NetEvent::ServerClosed).
+    ServerClosed,
+    /// [`NetEvent::ReadingPaused`](crate::NetEvent::ReadingPaused).
+    ReadingPaused,
+    /// [`NetEvent::ReadingResumed`](crate::NetEvent::ReadingResumed).
+    ReadingResumed,
 }
 
 impl EventKind {
     /// Every kind, in wire order.
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 18] = [
         EventKind::TimerFired,
         EventKind::CallbackRun,
         EventKind::FutureDone,
@@ -55,6 +77,17 @@ impl EventKind {
         EventKind::LoopStopped,
         EventKind::LoopClosed,
         EventKind::Gap,
+        EventKind::ConnectionMade,
+        EventKind::DataReceived,
+        EventKind::EofReceived,
+        EventKind::ConnectionLost,
+        EventKind::PauseWriting,
+        EventKind::ResumeWriting,
+        EventKind::DatagramReceived,
+        EventKind::ErrorReceived,
+        EventKind::ServerClosed,
+        EventKind::ReadingPaused,
+        EventKind::ReadingResumed,
     ];
 
     /// The kind's snake_case name, as `loopctl events --kind` takes it
@@ -68,6 +101,17 @@ impl EventKind {
             EventKind::LoopStopped => "loop_stopped",
             EventKind::LoopClosed => "loop_closed",
             EventKind::Gap => "gap",
+            EventKind::ConnectionMade => "connection_made",
+            EventKind::DataReceived => "data_received",
+            EventKind::EofReceived => "eof_received",
+            EventKind::ConnectionLost => "connection_lost",
+            EventKind::PauseWriting => "pause_writing",
+            EventKind::ResumeWriting => "resume_writing",
+            EventKind::DatagramReceived => "datagram_received",
+            EventKind::ErrorReceived => "error_received",
+            EventKind::ServerClosed => "server_closed",
+            EventKind::ReadingPaused => "reading_paused",
+            EventKind::ReadingResumed => "reading_resumed",
         }
     }
 
@@ -80,6 +124,17 @@ impl EventKind {
             EventKind::LoopStopped => pb::EventKind::LoopStopped,
             EventKind::LoopClosed => pb::EventKind::LoopClosed,
             EventKind::Gap => pb::EventKind::Gap,
+            EventKind::ConnectionMade => pb::EventKind::ConnectionMade,
+            EventKind::DataReceived => pb::EventKind::DataReceived,
+            EventKind::EofReceived => pb::EventKind::EofReceived,
+            EventKind::ConnectionLost => pb::EventKind::ConnectionLost,
+            EventKind::PauseWriting => pb::EventKind::PauseWriting,
+            EventKind::ResumeWriting => pb::EventKind::ResumeWriting,
+            EventKind::DatagramReceived => pb::EventKind::DatagramReceived,
+            EventKind::ErrorReceived => pb::EventKind::ErrorReceived,
+            EventKind::ServerClosed => pb::EventKind::ServerClosed,
+            EventKind::ReadingPaused => pb::EventKind::ReadingPaused,
+            EventKind::ReadingResumed => pb::EventKind::ReadingResumed,
         };
         kind as i32
     }
@@ -94,7 +149,7 @@ impl fmt::Display for EventKind {
 /// The error of parsing an unknown [`EventKind`] name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown event kind {0:?} (expected one of timer_fired, callback_run, future_done, loop_started, loop_stopped, loop_closed, gap)"
+    "unknown event kind {0:?} (expected one of timer_fired, callback_run, future_done, loop_started, loop_stopped, loop_closed, gap, connection_made, data_received, eof_received, connection_lost, pause_writing, resume_writing, datagram_received, error_received, server_closed, reading_paused, reading_resumed)"
 )]
 pub struct UnknownEventKind(pub String);
 
@@ -166,6 +221,8 @@ pub enum EventBody {
         /// The last missed seq.
         to_seq: u64,
     },
+    /// A transport, server or datagram endpoint event (NetService).
+    Net(crate::net::NetEvent),
     /// A kind this client does not know (sent by a newer daemon).
     Unknown,
 }
@@ -196,6 +253,7 @@ impl Event {
             EventBody::LoopStopped => EventKind::LoopStopped,
             EventBody::LoopClosed => EventKind::LoopClosed,
             EventBody::Gap { .. } => EventKind::Gap,
+            EventBody::Net(ref net) => net.kind(),
             EventBody::Unknown => return None,
         })
     }
@@ -252,6 +310,9 @@ impl From<pb::Event> for Event {
                 from_seq: g.from_seq,
                 to_seq: g.to_seq,
             },
+            Some(net) => {
+                crate::net::NetEvent::from_wire(net).map_or(EventBody::Unknown, EventBody::Net)
+            }
         };
         Event {
             seq: e.seq,
@@ -277,6 +338,12 @@ pub struct SubscribeOptions {
     pub future_ids: Vec<FutureId>,
     /// Most events per batch on the wire; 0: the daemon's default.
     pub max_batch_events: u32,
+    /// Only events about these servers (or the other ids).
+    pub server_ids: Vec<crate::ServerId>,
+    /// Only events about these transports (or the other ids).
+    pub transport_ids: Vec<crate::TransportId>,
+    /// Only events about these datagram endpoints (or the other ids).
+    pub endpoint_ids: Vec<crate::EndpointId>,
 }
 
 /// A loop's events, one at a time ([`Client::subscribe`]).
@@ -335,6 +402,9 @@ impl Client {
             handle_ids: options.handle_ids.iter().map(|id| id.0).collect(),
             future_ids: options.future_ids.iter().map(|id| id.0).collect(),
             max_batch_events: options.max_batch_events,
+            server_ids: options.server_ids.iter().map(|id| id.0).collect(),
+            transport_ids: options.transport_ids.iter().map(|id| id.0).collect(),
+            endpoint_ids: options.endpoint_ids.iter().map(|id| id.0).collect(),
         };
         let batches = self.events.clone().subscribe(request).await?.into_inner();
         Ok(EventStream {

@@ -35,8 +35,9 @@
 //! - [`client`]: [`Client`], and connecting to a [`Target`].
 //! - [`byte_stream`]: [`ByteReader`], reading a lossless byte stream with credits.
 //! - [`target`]: [`Target`] and [`default_socket_path`], shared with the daemon.
-//! - `loops`, `scheduler`, `futures`, `events`, `daemon`: one file per service, each
-//!   with its types and its `impl Client` methods.
+//! - `loops`, `scheduler`, `futures`, `events`, `daemon`, `net`: one file per service,
+//!   each with its types and its `impl Client` methods. `net` has servers, connections,
+//!   their transports and the lossless [`TransportReader`].
 //! - [`error`]: the one [`Error`] enum; a daemon's answer keeps its gRPC code.
 //!
 //! # Limitations
@@ -53,6 +54,7 @@ mod events;
 mod futures;
 mod ids;
 mod loops;
+mod net;
 mod scheduler;
 pub mod target;
 
@@ -67,6 +69,11 @@ pub use events::{
 pub use futures::{CreatedFuture, FutureInfo, FutureState};
 pub use ids::{FutureId, HandleId};
 pub use loops::{LoopInfo, LoopOptions, LoopState, LoopTime};
+pub use net::{
+    Chunk, ConnectOptions, Delivery, EndpointId, EndpointInfo, NetAddress, NetEvent, ServerId,
+    ServerInfo, ServerOptions, ServerProtocol, TlsClient, TlsServer, TransportId, TransportInfo,
+    TransportReader, TransportState,
+};
 pub use scheduler::{
     Action, ActionKind, Batch, Callback, Cancelled, Entry, HandleFilter, HandleInfo, HandleKind,
     HandlePage, HandleState, ScheduleResults, Scheduled, When,

@@ -40,6 +40,20 @@ pub enum Action {
     },
     /// Stop the loop, as asyncio's `loop.stop()`.
     StopLoop,
+    /// Write bytes to a transport of the same loop (`transport.write(data)`).
+    WriteTransport {
+        /// The transport.
+        transport_id: crate::TransportId,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// Close a transport of the same loop (`transport.close()`, or `abort()`).
+    CloseTransport {
+        /// The transport.
+        transport_id: crate::TransportId,
+        /// Abort: drop the write buffer.
+        abort: bool,
+    },
 }
 
 impl Default for Action {
@@ -80,6 +94,8 @@ impl Action {
             Action::EmitEvent { .. } => ActionKind::EmitEvent,
             Action::ResolveFuture { .. } => ActionKind::ResolveFuture,
             Action::StopLoop => ActionKind::StopLoop,
+            Action::WriteTransport { .. } => ActionKind::WriteTransport,
+            Action::CloseTransport { .. } => ActionKind::CloseTransport,
         }
     }
 
@@ -96,6 +112,19 @@ impl Action {
                 })
             }
             Action::StopLoop => Kind::StopLoop(pb::StopLoopAction {}),
+            Action::WriteTransport { transport_id, data } => {
+                Kind::WriteTransport(pb::WriteTransportAction {
+                    transport_id: transport_id.0,
+                    data,
+                })
+            }
+            Action::CloseTransport {
+                transport_id,
+                abort,
+            } => Kind::CloseTransport(pb::CloseTransportAction {
+                transport_id: transport_id.0,
+                abort,
+            }),
         };
         pb::Action { kind: Some(kind) }
     }
@@ -114,6 +143,14 @@ impl Action {
                 value: r.value,
             },
             Some(Kind::StopLoop(_)) => Action::StopLoop,
+            Some(Kind::WriteTransport(w)) => Action::WriteTransport {
+                transport_id: crate::TransportId(w.transport_id),
+                data: w.data,
+            },
+            Some(Kind::CloseTransport(c)) => Action::CloseTransport {
+                transport_id: crate::TransportId(c.transport_id),
+                abort: c.abort,
+            },
         }
     }
 }
@@ -127,6 +164,10 @@ pub enum ActionKind {
     ResolveFuture,
     /// [`Action::StopLoop`].
     StopLoop,
+    /// [`Action::WriteTransport`].
+    WriteTransport,
+    /// [`Action::CloseTransport`].
+    CloseTransport,
     /// A kind this client does not know (sent by a newer daemon), with its wire value.
     Unknown(i32),
 }
@@ -137,6 +178,8 @@ impl ActionKind {
             Ok(pb::ActionKind::EmitEvent) => ActionKind::EmitEvent,
             Ok(pb::ActionKind::ResolveFuture) => ActionKind::ResolveFuture,
             Ok(pb::ActionKind::StopLoop) => ActionKind::StopLoop,
+            Ok(pb::ActionKind::WriteTransport) => ActionKind::WriteTransport,
+            Ok(pb::ActionKind::CloseTransport) => ActionKind::CloseTransport,
             _ => ActionKind::Unknown(value),
         }
     }
@@ -148,6 +191,8 @@ impl fmt::Display for ActionKind {
             ActionKind::EmitEvent => f.write_str("emit_event"),
             ActionKind::ResolveFuture => f.write_str("resolve_future"),
             ActionKind::StopLoop => f.write_str("stop_loop"),
+            ActionKind::WriteTransport => f.write_str("write_transport"),
+            ActionKind::CloseTransport => f.write_str("close_transport"),
             ActionKind::Unknown(value) => write!(f, "unknown({value})"),
         }
     }

@@ -67,6 +67,16 @@ pub struct Limits {
     pub max_pending_handles_per_caller: usize,
     /// Most pending futures one caller (uid) may hold on one loop.
     pub max_pending_futures_per_caller: usize,
+    /// Most open servers one caller (uid) may hold on one loop.
+    pub max_servers_per_caller: usize,
+    /// Most open transports one caller (uid) may hold on one loop, accepted ones included.
+    pub max_transports_per_caller: usize,
+    /// A transport byte stream's default window, in bytes.
+    pub stream_window_bytes: usize,
+    /// The largest window a request may ask for, in bytes.
+    pub max_stream_window_bytes: usize,
+    /// Most bytes of received data one DataReceived event carries.
+    pub max_event_data_bytes: usize,
 }
 
 /// HTTP/2 and tower limits of the gRPC server.
@@ -125,6 +135,11 @@ impl Default for Limits {
             max_idempotency_keys: 100_000,
             max_pending_handles_per_caller: 1_000_000,
             max_pending_futures_per_caller: 100_000,
+            max_servers_per_caller: 64,
+            max_transports_per_caller: 1024,
+            stream_window_bytes: 4 * 1024 * 1024,
+            max_stream_window_bytes: 64 * 1024 * 1024,
+            max_event_data_bytes: 1024,
         }
     }
 }

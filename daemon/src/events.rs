@@ -221,6 +221,42 @@ pub struct Filter {
     kinds: HashSet<i32>,
     handles: HashSet<u64>,
     futures: HashSet<u64>,
+    net: NetFilter,
+}
+
+/// The NetService part of a filter: servers, transports, datagram endpoints.
+#[derive(Default)]
+struct NetFilter {
+    servers: HashSet<u64>,
+    transports: HashSet<u64>,
+    endpoints: HashSet<u64>,
+}
+
+impl NetFilter {
+    fn is_empty(&self) -> bool {
+        self.servers.is_empty() && self.transports.is_empty() && self.endpoints.is_empty()
+    }
+
+    /// `Some(passes)` for a net event, `None` for others.
+    fn passes(&self, kind: &Kind) -> Option<bool> {
+        let transport = |id: &u64| Some(self.transports.contains(id));
+        match kind {
+            Kind::ConnectionMade(e) => Some(
+                self.transports.contains(&e.transport_id) || self.servers.contains(&e.server_id),
+            ),
+            Kind::DataReceived(e) => transport(&e.transport_id),
+            Kind::EofReceived(e) => transport(&e.transport_id),
+            Kind::ConnectionLost(e) => transport(&e.transport_id),
+            Kind::PauseWriting(e) => transport(&e.transport_id),
+            Kind::ResumeWriting(e) => transport(&e.transport_id),
+            Kind::ReadingPaused(e) => transport(&e.transport_id),
+            Kind::ReadingResumed(e) => transport(&e.transport_id),
+            Kind::DatagramReceived(e) => Some(self.endpoints.contains(&e.endpoint_id)),
+            Kind::ErrorReceived(e) => Some(self.endpoints.contains(&e.endpoint_id)),
+            Kind::ServerClosed(e) => Some(self.servers.contains(&e.server_id)),
+            _ => None,
+        }
+    }
 }
 
 impl Filter {
@@ -238,7 +274,19 @@ impl Filter {
             kinds: kinds.iter().copied().collect(),
             handles: handles.iter().copied().collect(),
             futures: futures.iter().copied().collect(),
+            net: NetFilter::default(),
         })
+    }
+
+    /// Also filters by servers, transports and datagram endpoints (SubscribeRequest
+    /// fields 10 to 12).
+    pub fn with_net(mut self, servers: &[u64], transports: &[u64], endpoints: &[u64]) -> Self {
+        self.net = NetFilter {
+            servers: servers.iter().copied().collect(),
+            transports: transports.iter().copied().collect(),
+            endpoints: endpoints.iter().copied().collect(),
+        };
+        self
     }
 
     fn passes(&self, event: &pb::Event) -> bool {
@@ -248,8 +296,11 @@ impl Filter {
         if !self.kinds.is_empty() && !self.kinds.contains(&(kind_of(kind) as i32)) {
             return false;
         }
-        if self.handles.is_empty() && self.futures.is_empty() {
+        if self.handles.is_empty() && self.futures.is_empty() && self.net.is_empty() {
             return true;
+        }
+        if let Some(passes) = self.net.passes(kind) {
+            return passes;
         }
         match kind {
             Kind::TimerFired(e) => self.handles.contains(&e.handle_id),
@@ -269,6 +320,17 @@ fn kind_of(kind: &Kind) -> pb::EventKind {
         Kind::LoopStopped(_) => pb::EventKind::LoopStopped,
         Kind::LoopClosed(_) => pb::EventKind::LoopClosed,
         Kind::Gap(_) => pb::EventKind::Gap,
+        Kind::ConnectionMade(_) => pb::EventKind::ConnectionMade,
+        Kind::DataReceived(_) => pb::EventKind::DataReceived,
+        Kind::EofReceived(_) => pb::EventKind::EofReceived,
+        Kind::ConnectionLost(_) => pb::EventKind::ConnectionLost,
+        Kind::PauseWriting(_) => pb::EventKind::PauseWriting,
+        Kind::ResumeWriting(_) => pb::EventKind::ResumeWriting,
+        Kind::DatagramReceived(_) => pb::EventKind::DatagramReceived,
+        Kind::ErrorReceived(_) => pb::EventKind::ErrorReceived,
+        Kind::ServerClosed(_) => pb::EventKind::ServerClosed,
+        Kind::ReadingPaused(_) => pb::EventKind::ReadingPaused,
+        Kind::ReadingResumed(_) => pb::EventKind::ReadingResumed,
     }
 }
 

@@ -173,6 +173,11 @@ impl LoopState {
         }
     }
 
+    /// The limits this loop was given.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// Futures not done yet.
     pub fn futures_pending(&self) -> usize {
         self.futures_pending
@@ -256,6 +261,8 @@ fn action_kind(action: Option<&pb::Action>) -> pb::ActionKind {
         None | Some(ActionKind::EmitEvent(_)) => pb::ActionKind::EmitEvent,
         Some(ActionKind::ResolveFuture(_)) => pb::ActionKind::ResolveFuture,
         Some(ActionKind::StopLoop(_)) => pb::ActionKind::StopLoop,
+        Some(ActionKind::WriteTransport(_)) => pb::ActionKind::WriteTransport,
+        Some(ActionKind::CloseTransport(_)) => pb::ActionKind::CloseTransport,
     }
 }
 
@@ -331,6 +338,17 @@ impl LoopCtx {
             if !st.futures.contains_key(&resolve.future_id) {
                 return Err(self.future_not_found(resolve.future_id));
             }
+        }
+        let transport_id = match action.and_then(|a| a.kind.as_ref()) {
+            Some(ActionKind::WriteTransport(w)) => Some(w.transport_id),
+            Some(ActionKind::CloseTransport(c)) => Some(c.transport_id),
+            _ => None,
+        };
+        if let Some(id) = transport_id.filter(|id| !self.net.has_transport(*id)) {
+            return Err(Error::TransportNotFound {
+                loop_name: self.name.clone(),
+                id,
+            });
         }
         Ok(())
     }
@@ -466,6 +484,12 @@ impl LoopCtx {
             Some(ActionKind::ResolveFuture(r)) => self
                 .finish_future(r.future_id, pb::FutureState::Result, r.value.clone(), "")
                 .map(drop),
+            Some(ActionKind::WriteTransport(w)) => {
+                self.net_run_action(w.transport_id, Some(&w.data), false)
+            }
+            Some(ActionKind::CloseTransport(c)) => {
+                self.net_run_action(c.transport_id, None, c.abort)
+            }
         }
     }
 

@@ -240,6 +240,8 @@ pub struct LoopCtx {
     closed: Cell<bool>,
     stop_waiters: RefCell<Vec<oneshot::Sender<Result<pb::LoopInfo>>>>,
     start_waiters: RefCell<Vec<oneshot::Sender<Result<pb::LoopInfo>>>>,
+    /// Servers and transports held for clients (NetService).
+    pub net: crate::net::NetState,
 }
 
 impl LoopCtx {
@@ -469,6 +471,7 @@ fn loop_thread(
         closed: Cell::new(false),
         stop_waiters: RefCell::new(Vec::new()),
         start_waiters: RefCell::new(Vec::new()),
+        net: crate::net::NetState::default(),
     });
     CTX.with(|c| *c.borrow_mut() = Some(ctx.clone()));
     let _ = ready.send(Ok(()));

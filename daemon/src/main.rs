@@ -25,6 +25,7 @@ mod config;
 mod events;
 mod local;
 mod loops;
+mod net;
 mod server;
 mod service;
 mod socket;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
+use loopd_proto::NetServiceServer;
 use loopd_proto::{
     DaemonServiceServer, EventServiceServer, FutureServiceServer, LoopServiceServer,
     SchedulerServiceServer,
@@ -71,6 +72,7 @@ pub async fn serve(
         .add_service(limit!(SchedulerServiceServer::new(api.clone()), max))
         .add_service(limit!(FutureServiceServer::new(api.clone()), max))
         .add_service(limit!(EventServiceServer::new(api.clone()), max))
+        .add_service(limit!(NetServiceServer::new(api.clone()), max))
         .add_service(limit!(DaemonServiceServer::new(api), max));
 
     let listener = tokio::net::UnixListener::from_std(bound.listener.try_clone()?)

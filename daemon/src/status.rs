@@ -124,6 +124,45 @@ pub enum Error {
     /// Something that is the daemon's fault.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The server is unknown on that loop (or was forgotten).
+    #[error("server {id} not found on loop {loop_name:?}")]
+    ServerNotFound {
+        /// The loop asked.
+        loop_name: String,
+        /// The server asked for.
+        id: u64,
+    },
+    /// The transport is unknown on that loop (or was forgotten).
+    #[error("transport {id} not found on loop {loop_name:?}")]
+    TransportNotFound {
+        /// The loop asked.
+        loop_name: String,
+        /// The transport asked for.
+        id: u64,
+    },
+    /// The transport's connection is lost (or not made yet).
+    #[error("transport {0} is closed")]
+    TransportClosed(u64),
+    /// The engine refused a write (closing transport, after write_eof).
+    #[error("cannot write to transport {id}: {source}")]
+    TransportWrite {
+        /// The transport.
+        id: u64,
+        /// Why.
+        #[source]
+        source: loopd::Error,
+    },
+    /// ReadTransport on a transport whose bytes are not kept in a stream.
+    #[error(
+        "transport {0} has no byte stream (its delivery is EVENTS_ONLY, or its protocol is echo or discard)"
+    )]
+    NoByteStream(u64),
+    /// A part of the engine this request needs is not built yet.
+    #[error("{0} is not implemented yet by the engine")]
+    Unimplemented(&'static str),
+    /// OpenConnection's `timeout` passed before the connection was made.
+    #[error("connecting to {0} timed out after {1:?}")]
+    ConnectTimeout(String, std::time::Duration),
 }
 
 impl Error {
@@ -158,6 +197,12 @@ impl Error {
             Error::Entry { source, .. } => source.code(),
             Error::Engine(err) => engine_code(err),
             Error::Internal(_) => Code::Internal,
+            Error::ServerNotFound { .. } | Error::TransportNotFound { .. } => Code::NotFound,
+            Error::TransportClosed(_) | Error::TransportWrite { .. } | Error::NoByteStream(_) => {
+                Code::FailedPrecondition
+            }
+            Error::Unimplemented(_) => Code::Unimplemented,
+            Error::ConnectTimeout(..) => Code::DeadlineExceeded,
         }
     }
 }
@@ -178,6 +223,15 @@ fn engine_code(err: &loopd::Error) -> Code {
         loopd::Error::SendfileInProgress | loopd::Error::SendfileNotAvailable(_) => {
             Code::FailedPrecondition
         }
+        loopd::Error::AddressInUse { .. } => Code::AlreadyExists,
+        loopd::Error::Bind { .. } => Code::FailedPrecondition,
+        loopd::Error::ConnectionRefused { .. }
+        | loopd::Error::Connect { .. }
+        | loopd::Error::MultipleErrors(_) => Code::Unavailable,
+        loopd::Error::Resolve { .. } => Code::NotFound,
+        loopd::Error::TransportClosing
+        | loopd::Error::WriteAfterEof
+        | loopd::Error::ServerClosed => Code::FailedPrecondition,
         _ => Code::Internal,
     }
 }
@@ -243,6 +297,32 @@ mod tests {
                 Code::FailedPrecondition,
                 "closed",
             ),
+            (
+                Error::TransportNotFound {
+                    loop_name: "default".into(),
+                    id: 41,
+                },
+                Code::NotFound,
+                "41",
+            ),
+            (
+                Error::ServerNotFound {
+                    loop_name: "default".into(),
+                    id: 42,
+                },
+                Code::NotFound,
+                "42",
+            ),
+            (Error::TransportClosed(43), Code::FailedPrecondition, "43"),
+            (
+                Error::TransportWrite {
+                    id: 44,
+                    source: loopd::Error::WriteAfterEof,
+                },
+                Code::FailedPrecondition,
+                "44",
+            ),
+            (Error::Unimplemented("tls"), Code::Unimplemented, "tls"),
         ];
         for (err, code, needle) in cases {
             let status = Status::from(err);

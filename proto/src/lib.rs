@@ -39,6 +39,11 @@ pub use pb::{
     scheduler_service_server::SchedulerServiceServer,
 };
 
+pub use pb::{
+    net_service_client::NetServiceClient, net_service_server::NetService,
+    net_service_server::NetServiceServer,
+};
+
 /// The encoded `google.protobuf.FileDescriptorSet` of every loopd proto and
 /// the well-known types they import, with comments (source code info) kept.
 ///

@@ -162,6 +162,7 @@ fn details(body: &EventBody) -> String {
             format!("future={future_id} {}", super::future::outcome(state))
         }
         EventBody::Gap { from_seq, to_seq } => format!("missed={from_seq}..{to_seq}"),
+        EventBody::Net(net) => super::conn::event_text(net),
         _ => String::new(),
     }
 }
@@ -218,6 +219,7 @@ fn to_json(event: &Event) -> Value {
             object.insert("from_seq".into(), json!(from_seq));
             object.insert("to_seq".into(), json!(to_seq));
         }
+        EventBody::Net(net) => super::conn::event_json(&mut object, net),
         _ => {}
     }
     Value::Object(object)

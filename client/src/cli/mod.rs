@@ -9,14 +9,19 @@
 
 mod args;
 mod completions;
+mod conn;
+mod dns;
 mod events;
 mod future;
 mod loops;
 mod metrics;
 mod output;
+mod sendfile;
+mod server;
 mod status;
 mod time;
 mod timer;
+mod udp;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -86,6 +91,15 @@ enum Command {
     Events(events::EventsArgs),
     Metrics(metrics::MetricsArgs),
     Completions(completions::CompletionsArgs),
+    #[command(subcommand)]
+    Server(server::ServerCommand),
+    #[command(subcommand)]
+    Conn(conn::ConnCommand),
+    #[command(subcommand)]
+    Udp(udp::UdpCommand),
+    #[command(subcommand)]
+    Dns(dns::DnsCommand),
+    Sendfile(sendfile::SendfileArgs),
 }
 
 /// What a command gets: where the daemon is, and where to print.
@@ -133,6 +147,11 @@ async fn run(cli: Cli, w: &mut dyn Write) -> Result<()> {
         Command::Events(args) => args.run(&mut ctx).await,
         Command::Metrics(args) => args.run(&mut ctx).await,
         Command::Completions(args) => args.run(&mut ctx),
+        Command::Server(cmd) => cmd.run(&mut ctx).await,
+        Command::Conn(cmd) => cmd.run(&mut ctx).await,
+        Command::Udp(cmd) => cmd.run(&mut ctx).await,
+        Command::Dns(cmd) => cmd.run(&mut ctx).await,
+        Command::Sendfile(args) => args.run(&mut ctx).await,
     }
 }
 

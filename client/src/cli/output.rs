@@ -57,6 +57,11 @@ impl<'w> Out<'w> {
         }
     }
 
+    /// Writes bytes as they are (`conn read`, `conn cat`).
+    pub fn raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.w.write_all(bytes)
+    }
+
     /// Flushes, so that followed events appear as they come.
     pub fn flush(&mut self) -> io::Result<()> {
         self.w.flush()

@@ -10,6 +10,7 @@ mod daemon;
 mod events;
 mod futures;
 mod loops;
+mod net;
 mod scheduler;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -128,6 +129,18 @@ fn check_action(action: Option<&pb::Action>, limits: &Limits) -> Result<()> {
                 return Err(Error::invalid("future_id", "0 (ids start at 1)"));
             }
             check_payload("value", &resolve.value, limits)
+        }
+        Some(ActionKind::WriteTransport(write)) => {
+            if write.transport_id == 0 {
+                return Err(Error::invalid("transport_id", "0 (ids start at 1)"));
+            }
+            check_payload("data", &write.data, limits)
+        }
+        Some(ActionKind::CloseTransport(close)) => {
+            if close.transport_id == 0 {
+                return Err(Error::invalid("transport_id", "0 (ids start at 1)"));
+            }
+            Ok(())
         }
     }
 }

@@ -1,0 +1,165 @@
+//! `loopctl udp ...`: datagram endpoints (asyncio's create_datagram_endpoint).
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use loopd_client::{EndpointId, EndpointInfo, EventBody, NetEvent, SubscribeOptions};
+use serde_json::json;
+use tokio_stream::StreamExt;
+
+use super::{Ctx, LoopArg, output};
+
+/// Bind, send to and receive from UDP endpoints.
+#[derive(Debug, Subcommand)]
+#[command(after_help = "\
+Examples:
+  loopctl udp bind --host 127.0.0.1
+  loopctl udp send 4 hello --to 127.0.0.1:9999
+  loopctl udp recv 4 --count 1")]
+pub enum UdpCommand {
+    /// Create an endpoint; prints its id and local address.
+    #[command(
+        after_help = "Examples:\n  loopctl udp bind --host 127.0.0.1 --port 9999\n  loopctl udp bind --remote 127.0.0.1:53"
+    )]
+    Bind(BindArgs),
+    /// Send one datagram.
+    #[command(after_help = "Examples:\n  loopctl udp send 4 hello --to 127.0.0.1:9999")]
+    Send(SendArgs),
+    /// Print datagrams as they arrive (from now on).
+    #[command(
+        after_help = "Examples:\n  loopctl udp recv 4\n  loopctl udp recv 4 --count 1 --json"
+    )]
+    Recv(RecvArgs),
+    /// Close an endpoint.
+    #[command(after_help = "Examples:\n  loopctl udp close 4")]
+    Close(IdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BindArgs {
+    /// Local host to bind.
+    #[arg(long, default_value = "")]
+    host: String,
+    /// Local port; 0: a free one.
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Connect to HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
+    remote: Option<(String, u16)>,
+    #[command(flatten)]
+    r#loop: LoopArg,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The endpoint's id.
+    id: EndpointId,
+    /// The datagram (as text).
+    data: String,
+    /// Destination HOST:PORT (default: the connected remote).
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
+    to: Option<(String, u16)>,
+    #[command(flatten)]
+    r#loop: LoopArg,
+}
+
+#[derive(Debug, Args)]
+pub struct RecvArgs {
+    /// The endpoint's id.
+    id: EndpointId,
+    /// Stop after this many datagrams.
+    #[arg(long)]
+    count: Option<u64>,
+    #[command(flatten)]
+    r#loop: LoopArg,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// The endpoint's id.
+    id: EndpointId,
+    #[command(flatten)]
+    r#loop: LoopArg,
+}
+
+fn host_port(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not HOST:PORT"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = port
+        .parse()
+        .map_err(|_| format!("{s:?} is not HOST:PORT"))?;
+    Ok((host.to_owned(), port))
+}
+
+fn print(ctx: &mut Ctx<'_>, e: &EndpointInfo) -> Result<()> {
+    let local = e.sockname.as_ref().map(ToString::to_string);
+    if ctx.out.json {
+        ctx.out.json_line(&json!({
+            "endpoint_id": e.endpoint_id.0,
+            "sockname": local,
+            "peername": e.peername.as_ref().map(ToString::to_string),
+            "closed": e.closed,
+        }))?;
+    } else {
+        let local = local.unwrap_or_else(|| "-".into());
+        ctx.out
+            .line(&format!("endpoint {} on {local}", e.endpoint_id))?;
+    }
+    Ok(())
+}
+
+impl UdpCommand {
+    pub async fn run(self, ctx: &mut Ctx<'_>) -> Result<()> {
+        let client = ctx.connect().await?;
+        match self {
+            UdpCommand::Bind(a) => {
+                let local =
+                    (!a.host.is_empty() || a.port != 0).then_some((a.host.as_str(), a.port));
+                let remote = a.remote.as_ref().map(|(h, p)| (h.as_str(), *p));
+                let e = client
+                    .create_datagram_endpoint(&a.r#loop.name, local, remote)
+                    .await?;
+                print(ctx, &e)
+            }
+            UdpCommand::Send(a) => {
+                let to = a.to.as_ref().map(|(h, p)| (h.as_str(), *p));
+                Ok(client
+                    .send_datagram(&a.r#loop.name, a.id, a.data.into_bytes(), to)
+                    .await?)
+            }
+            UdpCommand::Close(a) => {
+                let e = client.close_datagram_endpoint(&a.r#loop.name, a.id).await?;
+                print(ctx, &e)
+            }
+            UdpCommand::Recv(a) => {
+                let options = SubscribeOptions {
+                    endpoint_ids: vec![a.id],
+                    ..SubscribeOptions::default()
+                };
+                let mut events = client.subscribe(&a.r#loop.name, &options).await?;
+                let mut seen = 0;
+                while a.count.is_none_or(|n| seen < n) {
+                    let Some(event) = events.next().await else {
+                        break;
+                    };
+                    if let EventBody::Net(NetEvent::DatagramReceived { addr, data, .. }) =
+                        event?.body
+                    {
+                        seen += 1;
+                        let from = addr.map_or_else(|| "-".into(), |a| a.to_string());
+                        if ctx.out.json {
+                            let mut o = output::object(json!({"from": from}));
+                            output::insert_bytes(&mut o, "data", &data);
+                            ctx.out.json_line(&o.into())?;
+                        } else {
+                            ctx.out.line(&format!("{from}  {}", output::bytes(&data)))?;
+                        }
+                        ctx.out.flush()?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,568 @@
+//! NetService on real loopback sockets: echo and events servers fed by plain std
+//! clients, writes from the API and from timers, the lossless stream's backpressure, and
+//! bad input with the right status.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use loopd_proto::pb;
+use loopd_proto::{NetServiceClient, SchedulerServiceClient};
+use pb::event::Kind;
+use sha2::{Digest, Sha256};
+use support::{Daemon, WAIT, collect, subscribe};
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+use tonic::{Code, Streaming};
+
+fn net(channel: &Channel) -> NetServiceClient<Channel> {
+    NetServiceClient::new(channel.clone())
+        .max_decoding_message_size(8 << 20)
+        .max_encoding_message_size(8 << 20)
+}
+
+/// A server on 127.0.0.1 with a free port; returns its id and port.
+async fn tcp_server(channel: &Channel, protocol: pb::ServerProtocol, window: u64) -> (u64, u16) {
+    let server = net(channel)
+        .create_server(pb::CreateServerRequest {
+            hosts: vec!["127.0.0.1".into()],
+            protocol: protocol as i32,
+            stream_window_bytes: window,
+            ..Default::default()
+        })
+        .await
+        .expect("CreateServer")
+        .into_inner()
+        .server
+        .expect("server");
+    let port = match &server.addresses[0].kind {
+        Some(pb::net_address::Kind::Inet(inet)) => inet.port as u16,
+        other => panic!("not an inet address: {other:?}"),
+    };
+    assert_ne!(port, 0, "a free port was bound");
+    (server.server_id, port)
+}
+
+fn peer(port: u16) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    stream
+}
+
+/// The id of the transport of the next ConnectionMade event.
+async fn made(events: &mut Streaming<pb::EventBatch>) -> pb::ConnectionMade {
+    let event = collect(events, 1, |e| {
+        matches!(e.kind, Some(Kind::ConnectionMade(_)))
+    })
+    .await;
+    match &event[0].kind {
+        Some(Kind::ConnectionMade(m)) => m.clone(),
+        _ => unreachable!(),
+    }
+}
+
+/// Opens a ReadTransport call with `credit`; returns the credit sender and the chunks.
+async fn reader(
+    channel: &Channel,
+    id: u64,
+    credit: u64,
+) -> (
+    mpsc::Sender<pb::ReadTransportRequest>,
+    Streaming<pb::ByteChunk>,
+) {
+    use pb::read_transport_request::Kind as R;
+    let (tx, rx) = mpsc::channel(64);
+    let open = R::Open(pb::ReadTransportOpen {
+        r#loop: String::new(),
+        transport_id: id,
+        from_offset: None,
+        credit,
+    });
+    tx.send(pb::ReadTransportRequest { kind: Some(open) })
+        .await
+        .expect("send open");
+    let chunks = net(channel)
+        .read_transport(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("ReadTransport")
+        .into_inner();
+    (tx, chunks)
+}
+
+/// Opens a ReadTransport call from `from`, for its status.
+async fn try_reader(
+    channel: &Channel,
+    id: u64,
+    from: Option<u64>,
+) -> Result<Streaming<pb::ByteChunk>, tonic::Status> {
+    let open = pb::read_transport_request::Kind::Open(pb::ReadTransportOpen {
+        r#loop: String::new(),
+        transport_id: id,
+        from_offset: from,
+        credit: 0,
+    });
+    let first = pb::ReadTransportRequest { kind: Some(open) };
+    net(channel)
+        .read_transport(tokio_stream::iter(vec![first]))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn credit(bytes: u64) -> pb::ReadTransportRequest {
+    pb::ReadTransportRequest {
+        kind: Some(pb::read_transport_request::Kind::Credit(pb::StreamCredit {
+            bytes,
+        })),
+    }
+}
+
+/// Reads chunks from stream offset `from` until `n` bytes arrived (or EOF); checks
+/// offsets are contiguous.
+async fn read_n(chunks: &mut Streaming<pb::ByteChunk>, from: u64, n: usize) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let chunk = tokio::time::timeout(WAIT, chunks.message())
+            .await
+            .expect("chunk in time")
+            .expect("stream ok")
+            .expect("stream open");
+        assert_eq!(chunk.offset, from + out.len() as u64, "contiguous offsets");
+        out.extend_from_slice(&chunk.data);
+        if chunk.eof {
+            return (out, true);
+        }
+    }
+    (out, false)
+}
+
+async fn transport(channel: &Channel, id: u64) -> pb::TransportInfo {
+    net(channel)
+        .get_transport(pb::GetTransportRequest {
+            r#loop: String::new(),
+            transport_id: id,
+        })
+        .await
+        .expect("GetTransport")
+        .into_inner()
+        .transport
+        .expect("transport")
+}
+
+async fn write(channel: &Channel, id: u64, data: &[u8]) -> Result<u64, tonic::Status> {
+    net(channel)
+        .write(pb::WriteRequest {
+            r#loop: String::new(),
+            transport_id: id,
+            data: data.to_vec(),
+        })
+        .await
+        .map(|r| r.into_inner().write_buffer_size)
+}
+
+fn read_exact(stream: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    stream.read_exact(&mut buf).expect("peer reads");
+    buf
+}
+
+#[tokio::test]
+async fn an_echo_server_sends_back_what_it_gets() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let (_, port) = tcp_server(&channel, pb::ServerProtocol::Echo, 0).await;
+    let got = tokio::task::spawn_blocking(move || {
+        let mut stream = peer(port);
+        let message: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        stream.write_all(&message).expect("write");
+        (read_exact(&mut stream, message.len()), message)
+    })
+    .await
+    .expect("peer thread");
+    assert_eq!(got.0, got.1);
+}
+
+#[tokio::test]
+async fn an_events_server_reports_bytes_as_events_and_in_the_stream_and_writes_reach_the_peer() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut events = subscribe(&channel, "").await;
+    let (server_id, port) = tcp_server(&channel, pb::ServerProtocol::Events, 0).await;
+    let mut client = peer(port);
+    let conn = made(&mut events).await;
+    assert_eq!(conn.server_id, server_id);
+    let id = conn.transport_id;
+
+    client.write_all(b"ping").expect("write");
+    let data = collect(&mut events, 1, |e| {
+        matches!(e.kind, Some(Kind::DataReceived(_)))
+    })
+    .await;
+    let Some(Kind::DataReceived(data)) = &data[0].kind else {
+        unreachable!()
+    };
+    assert_eq!(
+        (data.transport_id, &data.data[..], data.offset),
+        (id, &b"ping"[..], 0)
+    );
+
+    let (_credits, mut chunks) = reader(&channel, id, 1 << 20).await;
+    assert_eq!(read_n(&mut chunks, 0, 4).await.0, b"ping");
+
+    write(&channel, id, b"pong").await.expect("Write");
+    assert_eq!(read_exact(&mut client, 4), b"pong");
+
+    client.shutdown(Shutdown::Write).expect("shutdown");
+    let (rest, eof) = read_n(&mut chunks, 4, usize::MAX).await;
+    assert!(rest.is_empty() && eof, "EOF ends the stream");
+    let lost = collect(&mut events, 1, |e| {
+        matches!(e.kind, Some(Kind::ConnectionLost(_)))
+    })
+    .await;
+    assert!(matches!(&lost[0].kind, Some(Kind::ConnectionLost(l)) if l.transport_id == id));
+}
+
+/// Bytes the backpressure test sends. 64 MiB, not 256: the daemon is a debug build under
+/// `cargo test`, where 256 MiB would take most of a minute on two cores.
+const FLOOD: usize = 64 << 20;
+
+#[tokio::test]
+async fn a_reader_without_credit_holds_the_peer_back_and_then_gets_every_byte() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut events = subscribe(&channel, "").await;
+    let window = 1 << 20;
+    let (_, port) = tcp_server(&channel, pb::ServerProtocol::Events, window).await;
+    let client = peer(port);
+    let id = made(&mut events).await.transport_id;
+    let (credits, mut chunks) = reader(&channel, id, 0).await;
+
+    let sent = Arc::new(AtomicU64::new(0));
+    let progress = sent.clone();
+    let writer = std::thread::spawn(move || {
+        let mut client = client;
+        let mut hash = Sha256::new();
+        let mut block = vec![0u8; 64 << 10];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..FLOOD / block.len() {
+            for word in block.chunks_exact_mut(8) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                word.copy_from_slice(&seed.to_le_bytes());
+            }
+            client.write_all(&block).expect("peer write");
+            hash.update(&block);
+            progress.fetch_add(block.len() as u64, Ordering::SeqCst);
+        }
+        client.shutdown(Shutdown::Write).expect("shutdown");
+        hash.finalize()
+    });
+
+    // With no credit, the window fills and the transport stops reading ...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let info = loop {
+        let info = transport(&channel, id).await;
+        if info.stream_paused {
+            break info;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never paused: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!info.reading, "window full: reading paused");
+    assert!(info.stream_buffered >= window, "{info:?}");
+    // ... so the peer stalls once the kernel buffers are full too.
+    let mut last = u64::MAX;
+    let stalled = loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = sent.load(Ordering::SeqCst);
+        if now == last {
+            break now;
+        }
+        last = now;
+    };
+    assert!(
+        stalled < FLOOD as u64,
+        "the peer is held back at {stalled} bytes"
+    );
+    assert!(transport(&channel, id).await.stream_paused, "still paused");
+
+    credits.send(credit(u64::MAX / 2)).await.expect("credit");
+    let mut hash = Sha256::new();
+    let mut received = 0usize;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, chunks.message())
+            .await
+            .expect("the flood arrives in time")
+            .expect("stream ok")
+            .expect("stream open");
+        assert_eq!(chunk.offset, received as u64, "contiguous, nothing dropped");
+        received += chunk.data.len();
+        hash.update(&chunk.data);
+        if chunk.eof {
+            assert!(chunk.error.is_empty(), "{}", chunk.error);
+            break;
+        }
+    }
+    let sent_hash = writer.join().expect("writer");
+    assert_eq!(received, FLOOD);
+    assert_eq!(hash.finalize(), sent_hash, "sha256 of every byte matches");
+}
+
+#[tokio::test]
+async fn closing_a_server_leaves_its_connections_open() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut events = subscribe(&channel, "").await;
+    let (server_id, port) = tcp_server(&channel, pb::ServerProtocol::Events, 0).await;
+    let mut client = peer(port);
+    let id = made(&mut events).await.transport_id;
+    let closed = net(&channel)
+        .close_server(pb::CloseServerRequest {
+            r#loop: String::new(),
+            server_id,
+        })
+        .await
+        .expect("CloseServer")
+        .into_inner()
+        .server
+        .expect("server");
+    assert!(closed.closed && !closed.serving);
+    assert_eq!(closed.active_connections, 1);
+    let refused = TcpStream::connect(("127.0.0.1", port));
+    assert!(refused.is_err(), "no longer listening");
+
+    write(&channel, id, b"still here").await.expect("Write");
+    assert_eq!(read_exact(&mut client, 10), b"still here");
+    client.write_all(b"me too").expect("write");
+    let (_credits, mut chunks) = reader(&channel, id, 1 << 20).await;
+    assert_eq!(read_n(&mut chunks, 0, 6).await.0, b"me too");
+    assert_eq!(
+        transport(&channel, id).await.state,
+        pb::TransportState::Open as i32
+    );
+}
+
+#[tokio::test]
+async fn timer_actions_write_to_and_close_a_transport() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut events = subscribe(&channel, "").await;
+    let (_, port) = tcp_server(&channel, pb::ServerProtocol::Events, 0).await;
+    let mut client = peer(port);
+    let id = made(&mut events).await.transport_id;
+    let mut scheduler = SchedulerServiceClient::new(channel.clone());
+    let action = |kind| Some(pb::Action { kind: Some(kind) });
+    scheduler
+        .call_later(pb::CallLaterRequest {
+            after: Some(pb::call_later_request::After::DelaySeconds(0.05)),
+            action: action(pb::action::Kind::WriteTransport(pb::WriteTransportAction {
+                transport_id: id,
+                data: b"from a timer".to_vec(),
+            })),
+            ..Default::default()
+        })
+        .await
+        .expect("CallLater write");
+    scheduler
+        .call_later(pb::CallLaterRequest {
+            after: Some(pb::call_later_request::After::DelaySeconds(0.1)),
+            action: action(pb::action::Kind::CloseTransport(pb::CloseTransportAction {
+                transport_id: id,
+                abort: false,
+            })),
+            ..Default::default()
+        })
+        .await
+        .expect("CallLater close");
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).expect("read to EOF");
+    assert_eq!(got, b"from a timer", "written, then closed");
+
+    let unknown = scheduler
+        .call_later(pb::CallLaterRequest {
+            after: Some(pb::call_later_request::After::DelaySeconds(0.05)),
+            action: action(pb::action::Kind::WriteTransport(pb::WriteTransportAction {
+                transport_id: 987_654,
+                data: b"x".to_vec(),
+            })),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown transport");
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert!(
+        unknown.message().contains("987654"),
+        "{}",
+        unknown.message()
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_right_status_naming_the_value() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut api = net(&channel);
+    let (discard_id, port) = tcp_server(&channel, pb::ServerProtocol::Discard, 0).await;
+
+    let in_use = api
+        .create_server(pb::CreateServerRequest {
+            hosts: vec!["127.0.0.1".into()],
+            port: u32::from(port),
+            ..Default::default()
+        })
+        .await
+        .expect_err("port in use");
+    assert_eq!(in_use.code(), Code::AlreadyExists, "{in_use:?}");
+    assert!(
+        in_use.message().contains(&format!("127.0.0.1:{port}")),
+        "{in_use:?}"
+    );
+
+    let malformed = api
+        .open_connection(pb::OpenConnectionRequest {
+            host: "not a host!".into(),
+            port: 80,
+            ..Default::default()
+        })
+        .await
+        .expect_err("malformed host");
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    assert!(malformed.message().contains("not a host!"), "{malformed:?}");
+
+    let free = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let free_port = free.local_addr().expect("addr").port();
+    drop(free);
+    let refused = api
+        .open_connection(pb::OpenConnectionRequest {
+            host: "127.0.0.1".into(),
+            port: u32::from(free_port),
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains(&format!("127.0.0.1:{free_port}")),
+        "{refused:?}"
+    );
+
+    let conn = api
+        .open_connection(pb::OpenConnectionRequest {
+            host: "127.0.0.1".into(),
+            port: u32::from(port),
+            ..Default::default()
+        })
+        .await
+        .expect("connect to the discard server")
+        .into_inner()
+        .transport
+        .expect("transport");
+    let id = conn.transport_id;
+    write(&channel, id, b"to discard").await.expect("Write");
+    api.close_transport(pb::CloseTransportRequest {
+        r#loop: String::new(),
+        transport_id: id,
+    })
+    .await
+    .expect("CloseTransport");
+    let closed = write(&channel, id, b"late").await.expect_err("closed");
+    assert_eq!(closed.code(), Code::FailedPrecondition, "{closed:?}");
+    assert!(closed.message().contains(&id.to_string()), "{closed:?}");
+
+    // The discard server's end of that connection keeps no byte stream.
+    let accepted = api
+        .list_transports(pb::ListTransportsRequest {
+            server_id: discard_id,
+            include_closed: true,
+            ..Default::default()
+        })
+        .await
+        .expect("ListTransports")
+        .into_inner()
+        .transports;
+    let accepted = accepted.first().expect("the accepted end").transport_id;
+    let no_stream = try_reader(&channel, accepted, None)
+        .await
+        .expect_err("no stream");
+    assert_eq!(no_stream.code(), Code::FailedPrecondition, "{no_stream:?}");
+    assert!(
+        no_stream.message().contains(&accepted.to_string()),
+        "{no_stream:?}"
+    );
+    let beyond = try_reader(&channel, id, Some(1 << 40))
+        .await
+        .expect_err("beyond");
+    assert_eq!(beyond.code(), Code::OutOfRange, "{beyond:?}");
+    assert!(
+        beyond.message().contains(&(1u64 << 40).to_string()),
+        "{beyond:?}"
+    );
+
+    let unknown = write(&channel, 424_242, b"x").await.expect_err("unknown");
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert!(unknown.message().contains("424242"), "{unknown:?}");
+    let unknown = api
+        .get_server(pb::GetServerRequest {
+            r#loop: String::new(),
+            server_id: 434_343,
+        })
+        .await
+        .expect_err("unknown server");
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert!(unknown.message().contains("434343"), "{unknown:?}");
+
+    let tls = api
+        .create_server(pb::CreateServerRequest {
+            tls: Some(pb::TlsServerOptions::default()),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no TLS yet");
+    assert_eq!(tls.code(), Code::Unimplemented);
+    assert!(tls.message().contains("TLS"), "{tls:?}");
+}
+
+#[tokio::test]
+async fn the_transport_quota_refuses_new_connections() {
+    let daemon = Daemon::start_with("[limits]\nmax_transports_per_caller = 1\n");
+    let channel = daemon.channel().await;
+    let (_, port) = tcp_server(&channel, pb::ServerProtocol::Discard, 0).await;
+    let first = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut api = net(&channel);
+    // The accepted connection counts against the server's creator (this caller).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let open = api
+            .list_transports(pb::ListTransportsRequest::default())
+            .await
+            .expect("ListTransports")
+            .into_inner()
+            .transports;
+        if open.len() == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "accepted in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let over = api
+        .open_connection(pb::OpenConnectionRequest {
+            host: "127.0.0.1".into(),
+            port: u32::from(port),
+            ..Default::default()
+        })
+        .await
+        .expect_err("over the quota");
+    assert_eq!(over.code(), Code::ResourceExhausted, "{over:?}");
+    assert!(over.message().contains("quota is 1"), "{over:?}");
+    drop(first);
+}

@@ -12,7 +12,6 @@
 //! Run with `cargo bench --bench sendfile`.
 
 use std::cell::Cell;
-use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::rc::Rc;
 use std::time::Duration;

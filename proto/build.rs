@@ -25,6 +25,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     write_descriptor_set(&fds)?;
     tonic_prost_build::configure()
         .emit_rerun_if_changed(false)
+        // Stream chunks share the daemon's buffers instead of being copied.
+        .bytes(".loopd.v1.ByteChunk.data")
         .compile_fds(fds)?;
     Ok(())
 }

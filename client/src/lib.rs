@@ -33,6 +33,7 @@
 //!
 //! # Anatomy of the crate
 //! - [`client`]: [`Client`], and connecting to a [`Target`].
+//! - [`byte_stream`]: [`ByteReader`], reading a lossless byte stream with credits.
 //! - [`target`]: [`Target`] and [`default_socket_path`], shared with the daemon.
 //! - `loops`, `scheduler`, `futures`, `events`, `daemon`: one file per service, each
 //!   with its types and its `impl Client` methods.
@@ -43,6 +44,7 @@
 //! - No automatic retries: schedule calls take an idempotency key
 //!   ([`Callback::request_id`]) so that the caller can retry safely.
 
+pub mod byte_stream;
 pub mod client;
 mod convert;
 mod daemon;
@@ -54,6 +56,7 @@ mod loops;
 mod scheduler;
 pub mod target;
 
+pub use byte_stream::{ByteChunk, ByteReader, StreamEnd};
 pub use client::{Client, unix_channel};
 pub use daemon::{DaemonInfo, DaemonLimits, LatencyHistogram, LoopMetrics, Metrics};
 pub use error::{Code, Error, Result, code_name};

@@ -18,6 +18,9 @@
 //! - Durable timers, transports, processes and signals are not served yet; no admin HTTP
 //!   port (Prometheus, dashboard) yet.
 
+// Used by the net and process services, which land next.
+#[allow(dead_code)]
+mod bytestream;
 mod config;
 mod events;
 mod local;

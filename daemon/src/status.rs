@@ -115,6 +115,9 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A byte stream (transport data, process output) cannot be read from that offset.
+    #[error(transparent)]
+    Stream(#[from] crate::bytestream::StreamError),
     /// The engine refused.
     #[error(transparent)]
     Engine(#[from] loopd::Error),
@@ -149,7 +152,7 @@ impl Error {
             }
             Error::Quota { .. } => Code::ResourceExhausted,
             Error::Invalid { .. } => Code::InvalidArgument,
-            Error::SinceOutOfRange { .. } => Code::OutOfRange,
+            Error::SinceOutOfRange { .. } | Error::Stream(_) => Code::OutOfRange,
             Error::DeadlineExceeded(..) => Code::DeadlineExceeded,
             Error::ShuttingDown => Code::Unavailable,
             Error::Entry { source, .. } => source.code(),

@@ -78,7 +78,7 @@ impl Default for ProcessSettings {
             event_output_bytes: 1024,
             kill_grace_secs: 5,
             max_processes: 4096,
-            max_exited_kept: 1024,
+            max_exited_kept: 256,
         }
     }
 }

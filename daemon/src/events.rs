@@ -221,6 +221,7 @@ pub struct Filter {
     kinds: HashSet<i32>,
     handles: HashSet<u64>,
     futures: HashSet<u64>,
+    processes: HashSet<u64>,
 }
 
 impl Filter {
@@ -238,7 +239,14 @@ impl Filter {
             kinds: kinds.iter().copied().collect(),
             handles: handles.iter().copied().collect(),
             futures: futures.iter().copied().collect(),
+            processes: HashSet::new(),
         })
+    }
+
+    /// Also passes events about these processes (SubscribeRequest.process_ids).
+    pub fn with_processes(mut self, processes: &[u64]) -> Self {
+        self.processes = processes.iter().copied().collect();
+        self
     }
 
     fn passes(&self, event: &pb::Event) -> bool {
@@ -248,13 +256,16 @@ impl Filter {
         if !self.kinds.is_empty() && !self.kinds.contains(&(kind_of(kind) as i32)) {
             return false;
         }
-        if self.handles.is_empty() && self.futures.is_empty() {
+        if self.handles.is_empty() && self.futures.is_empty() && self.processes.is_empty() {
             return true;
         }
         match kind {
             Kind::TimerFired(e) => self.handles.contains(&e.handle_id),
             Kind::CallbackRun(e) => self.handles.contains(&e.handle_id),
             Kind::FutureDone(e) => self.futures.contains(&e.future_id),
+            Kind::ProcessStarted(e) => self.processes.contains(&e.process_id),
+            Kind::ProcessOutput(e) => self.processes.contains(&e.process_id),
+            Kind::ProcessExited(e) => self.processes.contains(&e.process_id),
             _ => true,
         }
     }
@@ -269,6 +280,10 @@ fn kind_of(kind: &Kind) -> pb::EventKind {
         Kind::LoopStopped(_) => pb::EventKind::LoopStopped,
         Kind::LoopClosed(_) => pb::EventKind::LoopClosed,
         Kind::Gap(_) => pb::EventKind::Gap,
+        Kind::ProcessStarted(_) => pb::EventKind::ProcessStarted,
+        Kind::ProcessOutput(_) => pb::EventKind::ProcessOutput,
+        Kind::ProcessExited(_) => pb::EventKind::ProcessExited,
+        Kind::SignalReceived(_) => pb::EventKind::SignalReceived,
     }
 }
 

@@ -166,7 +166,7 @@ pub fn add(
     action: Option<pb::Action>,
 ) -> Result<(pb::SignalHandlerInfo, bool)> {
     ctx.check_open()?;
-    ctx.check_action_target(action.as_ref())?;
+    ctx.check_target(action.as_ref())?;
     let weak = Rc::downgrade(ctx);
     let handle = ctx
         .lp
@@ -184,8 +184,13 @@ pub fn add(
 /// Removes the loop's handler of `sig`; whether there was one.
 pub fn remove(ctx: &LoopCtx, sig: i32) -> Result<bool> {
     let removed = HANDLERS.with(|h| h.borrow_mut().remove(&sig));
-    let engine = ctx.lp.remove_signal_handler(sig)?;
-    Ok(removed.is_some() || engine)
+    if removed.is_none() {
+        // Not ours: the engine is not asked, so a signal the daemon keeps (SIGTERM) never
+        // has its disposition reset.
+        return Ok(false);
+    }
+    ctx.lp.remove_signal_handler(sig)?;
+    Ok(true)
 }
 
 /// The loop's handlers by signal number.

@@ -10,7 +10,9 @@ mod daemon;
 mod events;
 mod futures;
 mod loops;
+mod process;
 mod scheduler;
+mod signals;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
@@ -128,6 +130,9 @@ fn check_action(action: Option<&pb::Action>, limits: &Limits) -> Result<()> {
                 return Err(Error::invalid("future_id", "0 (ids start at 1)"));
             }
             check_payload("value", &resolve.value, limits)
+        }
+        Some(kind @ (ActionKind::SignalProcess(_) | ActionKind::SpawnProcess(_))) => {
+            crate::process::check_action(kind)
         }
     }
 }

@@ -39,6 +39,8 @@ pub struct Client {
     pub(crate) futures: pb::future_service_client::FutureServiceClient<Channel>,
     pub(crate) events: pb::event_service_client::EventServiceClient<Channel>,
     pub(crate) daemon: pb::daemon_service_client::DaemonServiceClient<Channel>,
+    pub(crate) process: pb::process_service_client::ProcessServiceClient<Channel>,
+    pub(crate) signals: pb::signal_service_client::SignalServiceClient<Channel>,
 }
 
 impl Client {
@@ -80,7 +82,9 @@ impl Client {
             scheduler: pb::scheduler_service_client::SchedulerServiceClient::new(channel.clone()),
             futures: pb::future_service_client::FutureServiceClient::new(channel.clone()),
             events: pb::event_service_client::EventServiceClient::new(channel.clone()),
-            daemon: pb::daemon_service_client::DaemonServiceClient::new(channel),
+            daemon: pb::daemon_service_client::DaemonServiceClient::new(channel.clone()),
+            process: pb::process_service_client::ProcessServiceClient::new(channel.clone()),
+            signals: pb::signal_service_client::SignalServiceClient::new(channel),
         }
     }
 }

@@ -35,7 +35,8 @@
 //! - [`client`]: [`Client`], and connecting to a [`Target`].
 //! - [`byte_stream`]: [`ByteReader`], reading a lossless byte stream with credits.
 //! - [`target`]: [`Target`] and [`default_socket_path`], shared with the daemon.
-//! - `loops`, `scheduler`, `futures`, `events`, `daemon`: one file per service, each
+//! - `loops`, `scheduler`, `futures`, `events`, `daemon`, `process`, `signals`: one file
+//!   per service, each
 //!   with its types and its `impl Client` methods.
 //! - [`error`]: the one [`Error`] enum; a daemon's answer keeps its gRPC code.
 //!
@@ -53,7 +54,9 @@ mod events;
 mod futures;
 mod ids;
 mod loops;
+mod process;
 mod scheduler;
+mod signals;
 pub mod target;
 
 pub use byte_stream::{ByteChunk, ByteReader, StreamEnd};
@@ -61,11 +64,13 @@ pub use client::{Client, unix_channel};
 pub use daemon::{DaemonInfo, DaemonLimits, LatencyHistogram, LoopMetrics, Metrics};
 pub use error::{Code, Error, Result, code_name};
 pub use events::{
-    Event, EventBody, EventKind, EventStream, HandleRan, SubscribeOptions, TimerTiming,
+    Event, EventBody, EventKind, EventStream, HandleRan, HandleRanAction, SubscribeOptions, TimerTiming,
     UnknownEventKind,
 };
 pub use futures::{CreatedFuture, FutureInfo, FutureState};
-pub use ids::{FutureId, HandleId};
+pub use ids::{FutureId, HandleId, ProcessId};
+pub use process::{Command, ExitStatus, OutputFd, ProcessInfo, ProcessState, Stdio};
+pub use signals::SignalHandler;
 pub use loops::{LoopInfo, LoopOptions, LoopState, LoopTime};
 pub use scheduler::{
     Action, ActionKind, Batch, Callback, Cancelled, Entry, HandleFilter, HandleInfo, HandleKind,

@@ -17,7 +17,8 @@ use tokio_stream::{Stream, StreamExt};
 use crate::client::Client;
 use crate::convert::{required, system_time, to_wire_duration, to_wire_time};
 use crate::error::{Error, Result};
-use crate::ids::{FutureId, HandleId};
+use crate::ids::{FutureId, HandleId, ProcessId};
+use crate::process::Command;
 
 /// What a handle does when the loop runs it: loopd's closed set of remote callbacks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,17 @@ pub enum Action {
     },
     /// Stop the loop, as asyncio's `loop.stop()`.
     StopLoop,
+    /// Send a signal to a process of the same loop (`transport.send_signal(sig)`).
+    SignalProcess {
+        /// The process.
+        process_id: ProcessId,
+        /// A number or a name (`"SIGTERM"`, `"term"`, `"15"`).
+        signal: String,
+        /// Signal the process's whole group.
+        to_group: bool,
+    },
+    /// Start a process (a failure to start it is the handle event's error).
+    SpawnProcess(Command),
 }
 
 impl Default for Action {
@@ -80,10 +92,12 @@ impl Action {
             Action::EmitEvent { .. } => ActionKind::EmitEvent,
             Action::ResolveFuture { .. } => ActionKind::ResolveFuture,
             Action::StopLoop => ActionKind::StopLoop,
+            Action::SignalProcess { .. } => ActionKind::SignalProcess,
+            Action::SpawnProcess(_) => ActionKind::SpawnProcess,
         }
     }
 
-    fn into_wire(self) -> pb::Action {
+    pub(crate) fn into_wire(self) -> pb::Action {
         use pb::action::Kind;
         let kind = match self {
             Action::EmitEvent { tag, payload } => {
@@ -96,12 +110,24 @@ impl Action {
                 })
             }
             Action::StopLoop => Kind::StopLoop(pb::StopLoopAction {}),
+            Action::SignalProcess {
+                process_id,
+                signal,
+                to_group,
+            } => Kind::SignalProcess(pb::SignalProcessAction {
+                process_id: process_id.0,
+                signal,
+                to_group,
+            }),
+            Action::SpawnProcess(command) => Kind::SpawnProcess(pb::SpawnProcessAction {
+                spec: Some(command.to_wire()),
+            }),
         };
         pb::Action { kind: Some(kind) }
     }
 
     /// From the wire; unset means the default action, as the contract says.
-    fn from_wire(action: Option<pb::Action>) -> Action {
+    pub(crate) fn from_wire(action: Option<pb::Action>) -> Action {
         use pb::action::Kind;
         match action.and_then(|a| a.kind) {
             None => Action::default(),
@@ -114,6 +140,14 @@ impl Action {
                 value: r.value,
             },
             Some(Kind::StopLoop(_)) => Action::StopLoop,
+            Some(Kind::SignalProcess(a)) => Action::SignalProcess {
+                process_id: ProcessId(a.process_id),
+                signal: a.signal,
+                to_group: a.to_group,
+            },
+            Some(Kind::SpawnProcess(a)) => {
+                Action::SpawnProcess(Command::from_wire(a.spec.unwrap_or_default()))
+            }
         }
     }
 }
@@ -127,6 +161,10 @@ pub enum ActionKind {
     ResolveFuture,
     /// [`Action::StopLoop`].
     StopLoop,
+    /// [`Action::SignalProcess`].
+    SignalProcess,
+    /// [`Action::SpawnProcess`].
+    SpawnProcess,
     /// A kind this client does not know (sent by a newer daemon), with its wire value.
     Unknown(i32),
 }
@@ -137,6 +175,8 @@ impl ActionKind {
             Ok(pb::ActionKind::EmitEvent) => ActionKind::EmitEvent,
             Ok(pb::ActionKind::ResolveFuture) => ActionKind::ResolveFuture,
             Ok(pb::ActionKind::StopLoop) => ActionKind::StopLoop,
+            Ok(pb::ActionKind::SignalProcess) => ActionKind::SignalProcess,
+            Ok(pb::ActionKind::SpawnProcess) => ActionKind::SpawnProcess,
             _ => ActionKind::Unknown(value),
         }
     }
@@ -148,6 +188,8 @@ impl fmt::Display for ActionKind {
             ActionKind::EmitEvent => f.write_str("emit_event"),
             ActionKind::ResolveFuture => f.write_str("resolve_future"),
             ActionKind::StopLoop => f.write_str("stop_loop"),
+            ActionKind::SignalProcess => f.write_str("signal_process"),
+            ActionKind::SpawnProcess => f.write_str("spawn_process"),
             ActionKind::Unknown(value) => write!(f, "unknown({value})"),
         }
     }

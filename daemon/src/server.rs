@@ -43,6 +43,7 @@ pub async fn serve(
     bound: Bound,
     state_dir: std::path::PathBuf,
 ) -> anyhow::Result<()> {
+    crate::process::cloexec_inherited_fds();
     crate::process::configure(config.process.clone(), config.signals.clone());
     let registry = Registry::new(config.limits.clone())
         .await

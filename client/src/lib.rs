@@ -64,16 +64,16 @@ pub use client::{Client, unix_channel};
 pub use daemon::{DaemonInfo, DaemonLimits, LatencyHistogram, LoopMetrics, Metrics};
 pub use error::{Code, Error, Result, code_name};
 pub use events::{
-    Event, EventBody, EventKind, EventStream, HandleRan, HandleRanAction, SubscribeOptions, TimerTiming,
-    UnknownEventKind,
+    Event, EventBody, EventKind, EventStream, HandleRan, HandleRanAction, SubscribeOptions,
+    TimerTiming, UnknownEventKind,
 };
 pub use futures::{CreatedFuture, FutureInfo, FutureState};
 pub use ids::{FutureId, HandleId, ProcessId};
-pub use process::{Command, ExitStatus, OutputFd, ProcessInfo, ProcessState, Stdio};
-pub use signals::SignalHandler;
 pub use loops::{LoopInfo, LoopOptions, LoopState, LoopTime};
+pub use process::{Command, ExitStatus, OutputFd, ProcessInfo, ProcessState, Stdio};
 pub use scheduler::{
     Action, ActionKind, Batch, Callback, Cancelled, Entry, HandleFilter, HandleInfo, HandleKind,
     HandlePage, HandleState, ScheduleResults, Scheduled, When,
 };
+pub use signals::SignalHandler;
 pub use target::{Target, default_socket_path, socket_path_from};

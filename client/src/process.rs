@@ -368,7 +368,12 @@ impl Client {
             data: data.into(),
             eof,
         };
-        let r = self.process.clone().write_stdin(request).await?.into_inner();
+        let r = self
+            .process
+            .clone()
+            .write_stdin(request)
+            .await?
+            .into_inner();
         Ok(r.buffered_bytes)
     }
 
@@ -398,7 +403,12 @@ impl Client {
             signal: signal.to_owned(),
             to_group,
         };
-        let r = self.process.clone().send_signal(request).await?.into_inner();
+        let r = self
+            .process
+            .clone()
+            .send_signal(request)
+            .await?
+            .into_inner();
         Ok(r.delivered)
     }
 
@@ -448,7 +458,12 @@ impl Client {
             r#loop: loop_name.to_owned(),
             process_id: id.0,
         };
-        let r = self.process.clone().get_process(request).await?.into_inner();
+        let r = self
+            .process
+            .clone()
+            .get_process(request)
+            .await?
+            .into_inner();
         process(r.process)
     }
 
@@ -463,7 +478,10 @@ impl Client {
             .list_processes(request)
             .await?
             .into_inner();
-        r.processes.into_iter().map(ProcessInfo::from_wire).collect()
+        r.processes
+            .into_iter()
+            .map(ProcessInfo::from_wire)
+            .collect()
     }
 
     /// Reads a process's stdout or stderr losslessly from `from_offset`, granting credit
@@ -526,7 +544,11 @@ mod tests {
 
     #[test]
     fn exit_statuses_read_as_asyncio_and_as_a_shell() {
-        let cases = [(0, Some(0), None, 0), (3, Some(3), None, 3), (-9, None, Some(9), 137)];
+        let cases = [
+            (0, Some(0), None, 0),
+            (3, Some(3), None, 3),
+            (-9, None, Some(9), 137),
+        ];
         for (returncode, code, signal, shell) in cases {
             let status = ExitStatus {
                 returncode,

@@ -87,6 +87,9 @@ impl Client {
             .list_signal_handlers(request)
             .await?
             .into_inner();
-        Ok(r.handlers.into_iter().map(SignalHandler::from_wire).collect())
+        Ok(r.handlers
+            .into_iter()
+            .map(SignalHandler::from_wire)
+            .collect())
     }
 }

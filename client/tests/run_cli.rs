@@ -33,7 +33,10 @@ fn finish(child: Child) -> Output {
 /// `loopctl run ARGS` with `input` on its stdin.
 fn run(daemon: &Daemon, args: &[&str], input: &[u8]) -> Output {
     let mut command = daemon.loopctl_command(&[&["run"], args].concat());
-    let mut child = command.stdin(Stdio::piped()).spawn().expect("spawn loopctl");
+    let mut child = command
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn loopctl");
     let mut stdin = child.stdin.take().expect("stdin");
     let input = input.to_vec();
     std::thread::spawn(move || {
@@ -54,21 +57,37 @@ fn run_exits_with_the_childs_status() {
     ];
     for (script, want) in cases {
         let output = run(&daemon, &["--", "sh", "-c", script], b"");
-        assert_eq!(output.status.code(), Some(*want), "{script}: {}", stderr(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(*want),
+            "{script}: {}",
+            stderr(&output)
+        );
     }
     let missing = run(&daemon, &["--", "no-such-program-xyz"], b"");
     assert_eq!(missing.status.code(), Some(1));
     let message = stderr(&missing);
-    assert!(message.contains("NOT_FOUND") && message.contains("no-such-program-xyz"), "{message}");
+    assert!(
+        message.contains("NOT_FOUND") && message.contains("no-such-program-xyz"),
+        "{message}"
+    );
     let shell = run(&daemon, &["--shell", "--", "echo", "hi"], b"");
     assert_eq!(shell.status.code(), Some(1));
-    assert!(stderr(&shell).contains("FAILED_PRECONDITION"), "{}", stderr(&shell));
+    assert!(
+        stderr(&shell).contains("FAILED_PRECONDITION"),
+        "{}",
+        stderr(&shell)
+    );
 }
 
 #[test]
 fn run_streams_stdout_and_stderr_apart_and_forwards_stdin() {
     let daemon = Daemon::start();
-    let output = run(&daemon, &["--", "sh", "-c", "echo out; echo err >&2; echo out2"], b"");
+    let output = run(
+        &daemon,
+        &["--", "sh", "-c", "echo out; echo err >&2; echo out2"],
+        b"",
+    );
     assert_eq!(stdout(&output), "out\nout2\n");
     assert_eq!(stderr(&output), "err\n");
 
@@ -78,7 +97,11 @@ fn run_streams_stdout_and_stderr_apart_and_forwards_stdin() {
 
     let big = vec![b'x'; 3 << 20];
     let output = run(&daemon, &["--", "wc", "-c"], &big);
-    assert_eq!(stdout(&output).trim(), (3 << 20).to_string(), "all of stdin, then EOF");
+    assert_eq!(
+        stdout(&output).trim(),
+        (3 << 20).to_string(),
+        "all of stdin, then EOF"
+    );
 
     let output = run(&daemon, &["--no-stdin", "--", "seq", "1", "300000"], b"");
     let local = std::process::Command::new("seq")
@@ -89,7 +112,16 @@ fn run_streams_stdout_and_stderr_apart_and_forwards_stdin() {
 
     let output = run(
         &daemon,
-        &["--cwd", "/tmp", "--env", "GREETING=a b", "--", "sh", "-c", "pwd; echo \"$GREETING\""],
+        &[
+            "--cwd",
+            "/tmp",
+            "--env",
+            "GREETING=a b",
+            "--",
+            "sh",
+            "-c",
+            "pwd; echo \"$GREETING\"",
+        ],
         b"",
     );
     assert_eq!(stdout(&output), "/tmp\na b\n");
@@ -100,7 +132,10 @@ fn run_streams_while_the_child_runs() {
     let daemon = Daemon::start();
     let script = "echo first; read line; echo \"got $line\"";
     let mut command = daemon.loopctl_command(&["run", "--", "sh", "-c", script]);
-    let mut child = command.stdin(Stdio::piped()).spawn().expect("spawn loopctl");
+    let mut child = command
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn loopctl");
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -126,18 +161,28 @@ fn proc_commands_manage_a_process() {
     let id = ok(daemon.loopctl(&["proc", "spawn", "--stdin", "--", "cat"]));
     let id = id.trim();
     let listed = ok(daemon.loopctl(&["proc", "ls"]));
-    assert!(listed.contains("running") && listed.contains("cat"), "{listed}");
+    assert!(
+        listed.contains("running") && listed.contains("cat"),
+        "{listed}"
+    );
     ok(daemon.loopctl(&["proc", "write", id, "hello", "--newline", "--eof"]));
     let waited = daemon.loopctl(&["proc", "wait", id]);
     assert!(waited.status.success(), "{}", stderr(&waited));
-    assert!(stdout(&waited).contains("exit code 0"), "{}", stdout(&waited));
+    assert!(
+        stdout(&waited).contains("exit code 0"),
+        "{}",
+        stdout(&waited)
+    );
     assert_eq!(ok(daemon.loopctl(&["proc", "logs", id])), "hello\n");
     let shown = ok(daemon.loopctl(&["--json", "proc", "show", id]));
     assert!(shown.contains("\"returncode\":0"), "{shown}");
 
     let id = ok(daemon.loopctl(&["proc", "spawn", "--", "sleep", "100"]));
     let id = id.trim();
-    assert_eq!(ok(daemon.loopctl(&["proc", "signal", id, "TERM"])).trim(), "sent");
+    assert_eq!(
+        ok(daemon.loopctl(&["proc", "signal", id, "TERM"])).trim(),
+        "sent"
+    );
     let waited = daemon.loopctl(&["proc", "wait", id]);
     assert_eq!(waited.status.code(), Some(128 + libc::SIGTERM));
     assert!(ok(daemon.loopctl(&["proc", "kill", id])).contains("not sent"));
@@ -152,9 +197,18 @@ fn signal_commands_add_list_and_remove_handlers() {
     let daemon = Daemon::start();
     assert!(ok(daemon.loopctl(&["signal", "add", "USR2", "--tag", "t"])).contains("SIGUSR2"));
     let listed = ok(daemon.loopctl(&["signal", "ls"]));
-    assert!(listed.contains("SIGUSR2") && listed.contains("emit_event"), "{listed}");
-    assert_eq!(ok(daemon.loopctl(&["signal", "rm", "SIGUSR2"])).trim(), "removed");
-    assert_eq!(ok(daemon.loopctl(&["signal", "rm", "SIGUSR2"])).trim(), "no handler");
+    assert!(
+        listed.contains("SIGUSR2") && listed.contains("emit_event"),
+        "{listed}"
+    );
+    assert_eq!(
+        ok(daemon.loopctl(&["signal", "rm", "SIGUSR2"])).trim(),
+        "removed"
+    );
+    assert_eq!(
+        ok(daemon.loopctl(&["signal", "rm", "SIGUSR2"])).trim(),
+        "no handler"
+    );
     let refused = daemon.loopctl(&["signal", "add", "KILL"]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(stderr(&refused).contains("INVALID_ARGUMENT") && stderr(&refused).contains("SIGKILL"));

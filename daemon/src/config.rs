@@ -315,8 +315,14 @@ mod tests {
             ("[limits]\nevent_ring_capacity = 0", "event_ring_capacity"),
             ("[runtime]\nworker_threads = 0", "worker_threads"),
             ("[limits]\nmax_payload_bytes = -1", "max_payload_bytes"),
-            ("[process]\nenv_allowlist = [\"NOTIFY_SOCKET\"]", "NOTIFY_SOCKET"),
-            ("[process]\ndefault_retain_bytes = 9999999999", "default_retain_bytes"),
+            (
+                "[process]\nenv_allowlist = [\"NOTIFY_SOCKET\"]",
+                "NOTIFY_SOCKET",
+            ),
+            (
+                "[process]\ndefault_retain_bytes = 9999999999",
+                "default_retain_bytes",
+            ),
             ("[signals]\nhandover = [\"SIGUSR1\"]", "SIGUSR1"),
         ] {
             let err = format!("{:#}", Config::parse(text).unwrap_err());

@@ -324,7 +324,11 @@ mod tests {
                 Code::NotFound,
                 "process 99",
             ),
-            (Error::ShellDisabled, Code::FailedPrecondition, "allow_shell"),
+            (
+                Error::ShellDisabled,
+                Code::FailedPrecondition,
+                "allow_shell",
+            ),
             (
                 Error::Engine(loopd::Error::Closed),
                 Code::FailedPrecondition,

@@ -33,7 +33,11 @@ async fn run(client: &Client, cmd: Command) -> (i32, Vec<u8>, Vec<u8>) {
         .expect("exits in time")
         .expect("wait");
     let status = done.exit().expect("exited");
-    (status.returncode, out.unwrap_or_default(), err.unwrap_or_default())
+    (
+        status.returncode,
+        out.unwrap_or_default(),
+        err.unwrap_or_default(),
+    )
 }
 
 /// The status of a call that must fail.
@@ -54,10 +58,43 @@ fn status_of(err: loopd_client::Error) -> (Code, String) {
 /// Arguments full of what shells and parsers trip on, plus bytes that are not UTF-8.
 fn nasty_args(n: usize) -> Vec<Vec<u8>> {
     const PIECES: &[&[u8]] = &[
-        b"'", b"\"", b"\\", b"$HOME", b"`id`", b"$(id)", b";", b"&&", b"|", b">", b"<",
-        b"*", b"?", b"[a]", b"{a,b}", b"~", b"#", b"!", b"\n", b"\r\n", b"\t", b" ", b"  ",
-        b"-", b"--", b"-n", b"%s", b"%%", b"\xff\xfe", b"\xc3\xa9", b"\xe2\x80\xae", b"",
-        b"a", b"=", b"x=y", b"\x1b[31m", b"\x7f",
+        b"'",
+        b"\"",
+        b"\\",
+        b"$HOME",
+        b"`id`",
+        b"$(id)",
+        b";",
+        b"&&",
+        b"|",
+        b">",
+        b"<",
+        b"*",
+        b"?",
+        b"[a]",
+        b"{a,b}",
+        b"~",
+        b"#",
+        b"!",
+        b"\n",
+        b"\r\n",
+        b"\t",
+        b" ",
+        b"  ",
+        b"-",
+        b"--",
+        b"-n",
+        b"%s",
+        b"%%",
+        b"\xff\xfe",
+        b"\xc3\xa9",
+        b"\xe2\x80\xae",
+        b"",
+        b"a",
+        b"=",
+        b"x=y",
+        b"\x1b[31m",
+        b"\x7f",
     ];
     let mut rng = fastrand::Rng::with_seed(5);
     (0..n)
@@ -133,8 +170,15 @@ async fn stderr_merges_into_stdout_and_devnull_is_not_a_pipe() {
 
     let quiet = Command::from_argv(["sh", "-c", "echo lost; cat"]).stdout(Stdio::DevNull);
     let p = client.spawn("", &quiet).await.expect("spawn");
-    let done = client.wait_process("", p.process_id, Some(WAIT)).await.expect("wait");
-    assert_eq!(done.exit().map(|s| s.returncode), Some(0), "cat read /dev/null");
+    let done = client
+        .wait_process("", p.process_id, Some(WAIT))
+        .await
+        .expect("wait");
+    assert_eq!(
+        done.exit().map(|s| s.returncode),
+        Some(0),
+        "cat read /dev/null"
+    );
     assert_eq!(done.stdout_bytes, 0);
     let (code, _) = failed(
         client
@@ -149,15 +193,29 @@ async fn stderr_merges_into_stdout_and_devnull_is_not_a_pipe() {
 async fn stdin_is_written_then_closed() {
     let daemon = Daemon::start();
     let client = client(&daemon).await;
-    let cat = Command::new("cat").stdin(Stdio::Pipe).hold_output_until_read(true);
+    let cat = Command::new("cat")
+        .stdin(Stdio::Pipe)
+        .hold_output_until_read(true);
     let p = client.spawn("", &cat).await.expect("spawn");
     let id = p.process_id;
     assert!(p.stdin_open);
-    client.write_stdin("", id, b"hello ".to_vec(), false).await.expect("write");
-    client.write_stdin("", id, b"world".to_vec(), false).await.expect("write");
+    client
+        .write_stdin("", id, b"hello ".to_vec(), false)
+        .await
+        .expect("write");
+    client
+        .write_stdin("", id, b"world".to_vec(), false)
+        .await
+        .expect("write");
     client.close_stdin("", id).await.expect("close");
-    client.close_stdin("", id).await.expect("closing twice is fine");
-    let out = client.read_output_to_end("", id, OutputFd::Stdout).await.expect("out");
+    client
+        .close_stdin("", id)
+        .await
+        .expect("closing twice is fine");
+    let out = client
+        .read_output_to_end("", id, OutputFd::Stdout)
+        .await
+        .expect("out");
     assert_eq!(out, b"hello world");
     let done = client.wait_process("", id, Some(WAIT)).await.expect("wait");
     assert!(!done.stdin_open);
@@ -177,7 +235,9 @@ async fn sixty_four_mib_of_output_arrive_intact() {
     let client = client(&daemon).await;
     // Varied bytes (not zeros), so that a lost or repeated chunk changes the hash.
     let argv = ["sh", "-c", "seq 1 8600000 | head -c 67108864"];
-    let cmd = Command::from_argv(argv).stderr(Stdio::DevNull).hold_output_until_read(true);
+    let cmd = Command::from_argv(argv)
+        .stderr(Stdio::DevNull)
+        .hold_output_until_read(true);
     let p = client.spawn("", &cmd).await.expect("spawn");
     let mut reader = client
         .read_output("", p.process_id, OutputFd::Stdout, 0)
@@ -253,11 +313,20 @@ async fn kill_takes_the_whole_process_group() {
         .expect("wait");
     assert_eq!(done.exit().map(|s| s.returncode), Some(-libc::SIGKILL));
     let deadline = std::time::Instant::now() + WAIT;
-    while members.iter().any(|&pid| stat(pid).is_some_and(|(s, ..)| s != 'Z')) {
-        assert!(std::time::Instant::now() < deadline, "{members:?} still run");
+    while members
+        .iter()
+        .any(|&pid| stat(pid).is_some_and(|(s, ..)| s != 'Z'))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{members:?} still run"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(!client.kill("", p.process_id).await.expect("kill again"), "already exited");
+    assert!(
+        !client.kill("", p.process_id).await.expect("kill again"),
+        "already exited"
+    );
 }
 
 /// Zombie children of `pid`.
@@ -290,7 +359,10 @@ async fn spawn_many(client: &Client, n: usize, in_flight: usize) -> Vec<ProcessI
             .iter()
             .map(|&id| client.wait_process("", id, Some(WAIT)));
         for done in futures_util::future::join_all(waits).await {
-            assert!(done.expect("wait").exit().is_some(), "exited within {WAIT:?}");
+            assert!(
+                done.expect("wait").exit().is_some(),
+                "exited within {WAIT:?}"
+            );
         }
         ids.extend(round_ids);
     }
@@ -344,7 +416,9 @@ async fn events_keep_causal_order(n: usize) {
                 assert_eq!(offset, s.1, "{process_id}: contiguous output");
                 s.1 += data.len() as u64;
             }
-            EventBody::ProcessExited { process_id, exit, .. } => {
+            EventBody::ProcessExited {
+                process_id, exit, ..
+            } => {
                 let s = state.get_mut(&process_id).expect("exit after started");
                 assert_eq!(s.0, 1, "{process_id} exited twice");
                 assert!(s.1 > 0, "{process_id}: exit before its output");
@@ -375,7 +449,9 @@ async fn ten_thousand_children_keep_event_order() {
 async fn the_environment_is_scrubbed() {
     let daemon = Daemon::start();
     let client = client(&daemon).await;
-    let cmd = Command::new("env").env("MY_VAR", "a b\nc").env("HOME", "/nowhere");
+    let cmd = Command::new("env")
+        .env("MY_VAR", "a b\nc")
+        .env("HOME", "/nowhere");
     let (rc, out, _) = run(&client, cmd).await;
     assert_eq!(rc, 0);
     let out = String::from_utf8(out).expect("utf-8");
@@ -386,7 +462,10 @@ async fn the_environment_is_scrubbed() {
     let allowed: HashSet<&str> = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "MY_VAR"].into();
     assert!(names.is_subset(&allowed), "{names:?}");
     assert!(out.contains("MY_VAR=a b\nc\n"), "{out}");
-    assert!(out.contains("HOME=/nowhere\n"), "the request overrides: {out}");
+    assert!(
+        out.contains("HOME=/nowhere\n"),
+        "the request overrides: {out}"
+    );
     for reserved in ["NOTIFY_SOCKET", "LISTEN_FDS", "WATCHDOG_USEC"] {
         let cmd = Command::new("env").env(reserved, "1");
         let (code, message) = status_of(client.spawn("", &cmd).await.expect_err(reserved));
@@ -414,9 +493,16 @@ async fn children_inherit_only_fds_0_to_2() {
     let mut fds = Vec::new();
     for line in out.lines().filter(|l| l.contains(" -> ")) {
         let (left, target) = line.split_once(" -> ").expect("a link");
-        let fd: u32 = left.rsplit(' ').next().and_then(|f| f.parse().ok()).expect("fd");
+        let fd: u32 = left
+            .rsplit(' ')
+            .next()
+            .and_then(|f| f.parse().ok())
+            .expect("fd");
         if fd > 2 {
-            assert!(target.starts_with("/proc/") && target.ends_with("/fd"), "fd {fd} -> {target}");
+            assert!(
+                target.starts_with("/proc/") && target.ends_with("/fd"),
+                "fd {fd} -> {target}"
+            );
         }
         fds.push(fd);
     }
@@ -430,15 +516,51 @@ async fn bad_input_gets_the_right_code_naming_the_value() {
     let daemon = Daemon::start();
     let client = client(&daemon).await;
     let cases: Vec<(Command, Code, &str)> = vec![
-        (Command::new("no-such-program-xyz"), Code::NotFound, "no-such-program-xyz"),
-        (Command::new("/etc/passwd"), Code::PermissionDenied, "/etc/passwd"),
-        (Command::new("echo").arg(b"a\0b".to_vec()), Code::InvalidArgument, "argv[1]"),
-        (Command::from_argv(Vec::<&str>::new()), Code::InvalidArgument, "argv"),
-        (Command::shell("echo hi"), Code::FailedPrecondition, "allow_shell"),
-        (Command::new("true").cwd("/no/such/dir"), Code::InvalidArgument, "/no/such/dir"),
-        (Command::new("true").cwd(b"/tmp\0".to_vec()), Code::InvalidArgument, "cwd"),
-        (Command::new("true").env("A=B", "1"), Code::InvalidArgument, "A=B"),
-        (Command::new("true").stdout(Stdio::Stdout), Code::InvalidArgument, "stdout"),
+        (
+            Command::new("no-such-program-xyz"),
+            Code::NotFound,
+            "no-such-program-xyz",
+        ),
+        (
+            Command::new("/etc/passwd"),
+            Code::PermissionDenied,
+            "/etc/passwd",
+        ),
+        (
+            Command::new("echo").arg(b"a\0b".to_vec()),
+            Code::InvalidArgument,
+            "argv[1]",
+        ),
+        (
+            Command::from_argv(Vec::<&str>::new()),
+            Code::InvalidArgument,
+            "argv",
+        ),
+        (
+            Command::shell("echo hi"),
+            Code::FailedPrecondition,
+            "allow_shell",
+        ),
+        (
+            Command::new("true").cwd("/no/such/dir"),
+            Code::InvalidArgument,
+            "/no/such/dir",
+        ),
+        (
+            Command::new("true").cwd(b"/tmp\0".to_vec()),
+            Code::InvalidArgument,
+            "cwd",
+        ),
+        (
+            Command::new("true").env("A=B", "1"),
+            Code::InvalidArgument,
+            "A=B",
+        ),
+        (
+            Command::new("true").stdout(Stdio::Stdout),
+            Code::InvalidArgument,
+            "stdout",
+        ),
     ];
     for (cmd, want, needle) in cases {
         let (code, message) = status_of(client.spawn("", &cmd).await.expect_err(needle));
@@ -451,9 +573,17 @@ async fn bad_input_gets_the_right_code_naming_the_value() {
     assert!(message.contains("999999"), "{message}");
     let (code, _) = status_of(client.get_process("", unknown).await.expect_err("unknown"));
     assert_eq!(code, Code::NotFound);
-    let (code, _) = status_of(client.spawn("nope", &Command::new("true")).await.expect_err("loop"));
+    let (code, _) = status_of(
+        client
+            .spawn("nope", &Command::new("true"))
+            .await
+            .expect_err("loop"),
+    );
     assert_eq!(code, Code::NotFound);
-    let p = client.spawn("", &Command::new("true")).await.expect("spawn");
+    let p = client
+        .spawn("", &Command::new("true"))
+        .await
+        .expect("spawn");
     let (code, message) = status_of(
         client
             .send_signal("", p.process_id, "SIGNOPE", false)
@@ -462,7 +592,10 @@ async fn bad_input_gets_the_right_code_naming_the_value() {
     );
     assert_eq!(code, Code::InvalidArgument);
     assert!(message.contains("SIGNOPE"), "{message}");
-    client.wait_process("", p.process_id, Some(WAIT)).await.expect("wait");
+    client
+        .wait_process("", p.process_id, Some(WAIT))
+        .await
+        .expect("wait");
     let (code, message) = failed(
         client
             .read_output("", p.process_id, OutputFd::Stdout, 1_000)
@@ -510,7 +643,10 @@ async fn timers_spawn_and_signal_processes() {
     };
     let mut events = client.subscribe("", &options).await.expect("subscribe");
     let spawn = Action::SpawnProcess(Command::from_argv(["sh", "-c", "exit 7"]));
-    client.call_soon("", spawn).await.expect("schedule the spawn");
+    client
+        .call_soon("", spawn)
+        .await
+        .expect("schedule the spawn");
     let event = tokio::time::timeout(WAIT, events.next())
         .await
         .expect("in time")
@@ -551,7 +687,10 @@ async fn shutdown_terminates_children_by_group() {
     // The shell ignores SIGTERM, so only the SIGKILL after the grace period ends it.
     let stubborn = Command::from_argv(["sh", "-c", "trap '' TERM; sleep 100 & wait; sleep 100"]);
     let p = client.spawn("", &stubborn).await.expect("spawn");
-    let plain = client.spawn("", &Command::new("sleep").arg("100")).await.expect("spawn");
+    let plain = client
+        .spawn("", &Command::new("sleep").arg("100"))
+        .await
+        .expect("spawn");
     tokio::time::sleep(Duration::from_millis(100)).await;
     daemon.sigterm();
     assert!(daemon.wait_exit(WAIT).is_some(), "daemon exits");

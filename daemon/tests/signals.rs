@@ -46,12 +46,18 @@ fn signal_events() -> SubscribeOptions {
 async fn a_signal_sent_to_the_daemon_arrives_as_an_event() {
     let daemon = Daemon::start();
     let client = client(&daemon).await;
-    let mut events = client.subscribe("", &signal_events()).await.expect("subscribe");
+    let mut events = client
+        .subscribe("", &signal_events())
+        .await
+        .expect("subscribe");
     let (handler, replaced) = client
         .add_signal_handler("", "SIGUSR1", Some(Action::emit("usr1", b"")))
         .await
         .expect("add");
-    assert_eq!((handler.signal, handler.name.as_str(), replaced), (libc::SIGUSR1, "SIGUSR1", false));
+    assert_eq!(
+        (handler.signal, handler.name.as_str(), replaced),
+        (libc::SIGUSR1, "SIGUSR1", false)
+    );
     kill(daemon.pid(), libc::SIGUSR1);
     let got = next_signal(&mut events).await;
     assert_eq!(got, (libc::SIGUSR1, "SIGUSR1".into(), "usr1".into()));
@@ -68,9 +74,25 @@ async fn a_signal_sent_to_the_daemon_arrives_as_an_event() {
     let listed = client.list_signal_handlers("").await.expect("list");
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].runs, 1, "runs of the current handler");
-    assert!(client.remove_signal_handler("", "10").await.expect("remove"));
-    assert!(!client.remove_signal_handler("", "SIGUSR1").await.expect("again"));
-    assert!(client.list_signal_handlers("").await.expect("list").is_empty());
+    assert!(
+        client
+            .remove_signal_handler("", "10")
+            .await
+            .expect("remove")
+    );
+    assert!(
+        !client
+            .remove_signal_handler("", "SIGUSR1")
+            .await
+            .expect("again")
+    );
+    assert!(
+        client
+            .list_signal_handlers("")
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -97,7 +119,12 @@ async fn the_daemons_own_and_uncatchable_signals_are_refused_by_name() {
         assert!(err.to_string().contains(shown), "{signal}: {err}");
     }
     // Removing a signal the daemon keeps changes nothing: SIGTERM still shuts it down.
-    assert!(!client.remove_signal_handler("", "SIGTERM").await.expect("remove"));
+    assert!(
+        !client
+            .remove_signal_handler("", "SIGTERM")
+            .await
+            .expect("remove")
+    );
     let mut daemon = daemon;
     daemon.sigterm();
     let status = daemon.wait_exit(WAIT).expect("exits on SIGTERM");
@@ -108,15 +135,24 @@ async fn the_daemons_own_and_uncatchable_signals_are_refused_by_name() {
 async fn a_handed_over_sigint_is_an_event_not_a_shutdown() {
     let mut daemon = Daemon::start_with("[signals]\nhandover = [\"SIGINT\"]\n");
     let client = client(&daemon).await;
-    let mut events = client.subscribe("", &signal_events()).await.expect("subscribe");
+    let mut events = client
+        .subscribe("", &signal_events())
+        .await
+        .expect("subscribe");
     client
         .add_signal_handler("", "SIGINT", Some(Action::emit("int", b"")))
         .await
         .expect("SIGINT is handed over");
     kill(daemon.pid(), libc::SIGINT);
     assert_eq!(next_signal(&mut events).await.1, "SIGINT");
-    assert!(daemon.wait_exit(Duration::from_millis(200)).is_none(), "still serving");
+    assert!(
+        daemon.wait_exit(Duration::from_millis(200)).is_none(),
+        "still serving"
+    );
     client.info().await.expect("still answers");
-    let err = client.add_signal_handler("", "SIGTERM", None).await.expect_err("kept");
+    let err = client
+        .add_signal_handler("", "SIGTERM", None)
+        .await
+        .expect_err("kept");
     assert_eq!(err.code(), Some(Code::FailedPrecondition));
 }

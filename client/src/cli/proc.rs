@@ -21,7 +21,9 @@ Examples:
   loopctl proc kill \"$id\" && loopctl proc wait \"$id\"")]
 pub enum ProcCommand {
     /// Start a process; prints its id.
-    #[command(after_help = "Examples:\n  loopctl proc spawn -- sleep 30\n  loopctl proc spawn --stdin -- cat")]
+    #[command(
+        after_help = "Examples:\n  loopctl proc spawn -- sleep 30\n  loopctl proc spawn --stdin -- cat"
+    )]
     Spawn(SpawnArgs),
     /// List the loop's processes.
     #[command(after_help = "Examples:\n  loopctl proc ls\n  loopctl --json proc ls | jq .pid")]
@@ -30,13 +32,17 @@ pub enum ProcCommand {
     #[command(after_help = "Examples:\n  loopctl proc show 7")]
     Show(IdArgs),
     /// Print a process's retained output; with --follow, until it ends.
-    #[command(after_help = "Examples:\n  loopctl proc logs 7\n  loopctl proc logs 7 --stderr --follow")]
+    #[command(
+        after_help = "Examples:\n  loopctl proc logs 7\n  loopctl proc logs 7 --stderr --follow"
+    )]
     Logs(LogsArgs),
     /// Write to a process's stdin.
     #[command(after_help = "Examples:\n  loopctl proc write 7 'hello' --newline --eof")]
     Write(WriteArgs),
     /// Send a signal (a number or a name) to a process.
-    #[command(after_help = "Examples:\n  loopctl proc signal 7 USR1\n  loopctl proc signal 7 15 --group")]
+    #[command(
+        after_help = "Examples:\n  loopctl proc signal 7 USR1\n  loopctl proc signal 7 15 --group"
+    )]
     Signal(SignalArgs),
     /// SIGKILL a process's group (or the process).
     #[command(after_help = "Examples:\n  loopctl proc kill 7")]
@@ -180,7 +186,9 @@ impl ProcCommand {
                 if a.newline {
                     data.push(b'\n');
                 }
-                client.write_stdin(&a.r#loop.name, a.id, data, a.eof).await?;
+                client
+                    .write_stdin(&a.r#loop.name, a.id, data, a.eof)
+                    .await?;
                 Ok(())
             }
             ProcCommand::Signal(a) => {
@@ -211,22 +219,36 @@ fn delivered(ctx: &mut Ctx<'_>, sent: bool) -> Result<()> {
     if ctx.out.json {
         return Ok(ctx.out.json_line(&json!({ "delivered": sent }))?);
     }
-    let text = if sent { "sent" } else { "not sent: the process has exited" };
+    let text = if sent {
+        "sent"
+    } else {
+        "not sent: the process has exited"
+    };
     Ok(ctx.out.line(text)?)
 }
 
 /// Prints the retained output (all of it with --follow, until the stream ends).
 async fn logs(ctx: &mut Ctx<'_>, client: &loopd_client::Client, a: LogsArgs) -> Result<()> {
-    let fd = if a.stderr { OutputFd::Stderr } else { OutputFd::Stdout };
+    let fd = if a.stderr {
+        OutputFd::Stderr
+    } else {
+        OutputFd::Stdout
+    };
     let info = client.get_process(&a.r#loop.name, a.id).await?;
-    let written = if a.stderr { info.stderr_bytes } else { info.stdout_bytes };
+    let written = if a.stderr {
+        info.stderr_bytes
+    } else {
+        info.stdout_bytes
+    };
     let from = written.saturating_sub(info.retain_output_bytes);
     let mut reader = client.read_output(&a.r#loop.name, a.id, fd, from).await?;
     ctx.out.flush()?;
     let mut out = io::stdout().lock();
     let mut at = from;
     while a.follow || at < written {
-        let Some(chunk) = reader.next().await? else { break };
+        let Some(chunk) = reader.next().await? else {
+            break;
+        };
         let keep = if a.follow {
             chunk.data.len()
         } else {
@@ -271,8 +293,14 @@ fn show(ctx: &mut Ctx<'_>, p: &ProcessInfo) -> Result<()> {
         ("pgid", p.pgid.to_string()),
         ("argv", argv(p)),
         ("state", state(p)),
-        ("returncode", exit.map_or("-".into(), |s| s.returncode.to_string())),
-        ("duration", exit.map_or("-".into(), |s| output::duration(s.duration))),
+        (
+            "returncode",
+            exit.map_or("-".into(), |s| s.returncode.to_string()),
+        ),
+        (
+            "duration",
+            exit.map_or("-".into(), |s| output::duration(s.duration)),
+        ),
         ("started", output::time(p.started_at)),
         ("stdout bytes", p.stdout_bytes.to_string()),
         ("stderr bytes", p.stderr_bytes.to_string()),

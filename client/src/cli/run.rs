@@ -55,7 +55,12 @@ pub fn env_pair(s: &str) -> Result<(String, String), String> {
 }
 
 /// The command a `run`/`proc spawn` asks for.
-pub fn command(shell: bool, words: &[String], cwd: Option<&str>, env: &[(String, String)]) -> Command {
+pub fn command(
+    shell: bool,
+    words: &[String],
+    cwd: Option<&str>,
+    env: &[(String, String)],
+) -> Command {
     let mut command = if shell {
         Command::shell(words.join(" "))
     } else {
@@ -73,15 +78,23 @@ pub fn command(shell: bool, words: &[String], cwd: Option<&str>, env: &[(String,
 impl RunArgs {
     pub async fn run(self, ctx: &mut Ctx<'_>) -> Result<()> {
         let client = ctx.connect().await?;
-        let stdin = if self.no_stdin { Stdio::DevNull } else { Stdio::Pipe };
+        let stdin = if self.no_stdin {
+            Stdio::DevNull
+        } else {
+            Stdio::Pipe
+        };
         let cmd = command(self.shell, &self.command, self.cwd.as_deref(), &self.env)
             .stdin(stdin)
             .hold_output_until_read(true);
         let loop_name = self.r#loop.name;
         let info = client.spawn(&loop_name, &cmd).await?;
         let id = info.process_id;
-        let stdout = client.read_output(&loop_name, id, OutputFd::Stdout, 0).await?;
-        let stderr = client.read_output(&loop_name, id, OutputFd::Stderr, 0).await?;
+        let stdout = client
+            .read_output(&loop_name, id, OutputFd::Stdout, 0)
+            .await?;
+        let stderr = client
+            .read_output(&loop_name, id, OutputFd::Stderr, 0)
+            .await?;
         if !self.no_stdin {
             forward_stdin(client.clone(), loop_name.clone(), id);
         }
@@ -146,7 +159,11 @@ fn forward_stdin(client: Client, loop_name: String, id: ProcessId) {
     });
     tokio::spawn(async move {
         while let Some(data) = rx.recv().await {
-            if client.write_stdin(&loop_name, id, data, false).await.is_err() {
+            if client
+                .write_stdin(&loop_name, id, data, false)
+                .await
+                .is_err()
+            {
                 return;
             }
         }

@@ -17,7 +17,9 @@ Examples:
   kill -USR1 \"$(pidof loopd)\"")]
 pub enum SignalCommand {
     /// Handle a signal (a number or a name): its arrivals become events.
-    #[command(after_help = "Examples:\n  loopctl signal add USR1\n  loopctl signal add SIGHUP --tag reload")]
+    #[command(
+        after_help = "Examples:\n  loopctl signal add USR1\n  loopctl signal add SIGHUP --tag reload"
+    )]
     Add(AddArgs),
     /// Stop handling a signal (its default disposition comes back).
     #[command(after_help = "Examples:\n  loopctl signal rm USR1")]
@@ -67,14 +69,20 @@ impl SignalCommand {
                     return Ok(ctx.out.json_line(&value)?);
                 }
                 let verb = if replaced { "replaced" } else { "added" };
-                Ok(ctx.out.line(&format!("{verb} handler of {}", handler.name))?)
+                Ok(ctx
+                    .out
+                    .line(&format!("{verb} handler of {}", handler.name))?)
             }
             SignalCommand::Rm(a) => {
-                let removed = client.remove_signal_handler(&a.r#loop.name, &a.signal).await?;
+                let removed = client
+                    .remove_signal_handler(&a.r#loop.name, &a.signal)
+                    .await?;
                 if ctx.out.json {
                     return Ok(ctx.out.json_line(&json!({ "removed": removed }))?);
                 }
-                Ok(ctx.out.line(if removed { "removed" } else { "no handler" })?)
+                Ok(ctx
+                    .out
+                    .line(if removed { "removed" } else { "no handler" })?)
             }
             SignalCommand::Ls(a) => {
                 let handlers = client.list_signal_handlers(&a.r#loop.name).await?;

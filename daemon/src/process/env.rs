@@ -35,7 +35,10 @@ pub fn check_var(index: usize, name: &[u8], value: &[u8]) -> Result<()> {
         ));
     }
     if name.contains(&0) || value.contains(&0) {
-        return Err(Error::invalid("environment variable with a NUL byte", shown()));
+        return Err(Error::invalid(
+            "environment variable with a NUL byte",
+            shown(),
+        ));
     }
     if is_reserved(name) {
         return Err(Error::invalid(
@@ -116,7 +119,10 @@ mod tests {
         let daemon = [("PATH", "/bin"), ("SECRET", "x"), ("HOME", "/root")]
             .map(|(k, v)| (OsString::from(k), OsString::from(v)));
         let allow = ["PATH".to_owned(), "HOME".to_owned()];
-        let requested = [(b"HOME".to_vec(), b"/tmp".to_vec()), (b"A".to_vec(), b"1".to_vec())];
+        let requested = [
+            (b"HOME".to_vec(), b"/tmp".to_vec()),
+            (b"A".to_vec(), b"1".to_vec()),
+        ];
         let env = build(&allow, daemon, &requested);
         let pairs: Vec<(String, String)> = env
             .iter()

@@ -249,7 +249,9 @@ mod tests {
         for (text, want) in cases {
             match (parse(text), want) {
                 (Ok(got), Some(want)) => assert_eq!(got, *want, "{text}"),
-                (Err(err), None) => assert!(err.to_string().contains(&format!("{text:?}")), "{err}"),
+                (Err(err), None) => {
+                    assert!(err.to_string().contains(&format!("{text:?}")), "{err}")
+                }
                 (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
             }
         }

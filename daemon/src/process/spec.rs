@@ -140,9 +140,16 @@ fn argv(spec: &pb::ProcessSpec, settings: &ProcessSettings) -> Result<Vec<Vec<u8
                 return Err(Error::ShellDisabled);
             }
             if spec.shell.contains(&0) {
-                return Err(Error::invalid("shell command with a NUL byte", shown(&spec.shell)));
+                return Err(Error::invalid(
+                    "shell command with a NUL byte",
+                    shown(&spec.shell),
+                ));
             }
-            Ok(vec![b"/bin/sh".to_vec(), b"-c".to_vec(), spec.shell.clone()])
+            Ok(vec![
+                b"/bin/sh".to_vec(),
+                b"-c".to_vec(),
+                spec.shell.clone(),
+            ])
         }
         (false, true) => {
             if spec.argv[0].is_empty() {
@@ -190,7 +197,10 @@ mod tests {
         }
     }
 
-    fn check(spec: pb::ProcessSpec, settings: &ProcessSettings) -> std::result::Result<Spec, String> {
+    fn check(
+        spec: pb::ProcessSpec,
+        settings: &ProcessSettings,
+    ) -> std::result::Result<Spec, String> {
         Spec::check(Some(&spec), settings).map_err(|e| e.to_string())
     }
 
@@ -240,7 +250,10 @@ mod tests {
             ..ProcessSettings::default()
         };
         let got = check(spec(&[b"true"]), &settings).unwrap();
-        assert_eq!(got.stdio, [StdioMode::DevNull, StdioMode::Pipe, StdioMode::Pipe]);
+        assert_eq!(
+            got.stdio,
+            [StdioMode::DevNull, StdioMode::Pipe, StdioMode::Pipe]
+        );
         assert!(got.new_group);
         assert_eq!(got.retain, 100, "the default is capped too");
         let big = pb::ProcessSpec {
@@ -253,6 +266,9 @@ mod tests {
             ..Default::default()
         };
         let got = check(shell, &settings).unwrap();
-        assert_eq!(got.argv, [b"/bin/sh".to_vec(), b"-c".to_vec(), b"echo $HOME".to_vec()]);
+        assert_eq!(
+            got.argv,
+            [b"/bin/sh".to_vec(), b"-c".to_vec(), b"echo $HOME".to_vec()]
+        );
     }
 }

@@ -58,7 +58,13 @@ impl Api {
         }
     }
 
-    async fn signal(&self, loop_name: &str, id: u64, sig: i32, group: Option<bool>) -> Result<bool> {
+    async fn signal(
+        &self,
+        loop_name: &str,
+        id: u64,
+        sig: i32,
+        group: Option<bool>,
+    ) -> Result<bool> {
         let shared = self.daemon.registry.get(loop_name)?;
         shared
             .call(move |ctx| match group {
@@ -207,10 +213,12 @@ impl ProcessService for Api {
         request: Request<Streaming<pb::ReadOutputRequest>>,
     ) -> Result<Response<Self::ReadOutputStream>, Status> {
         let mut inbound = request.into_inner();
-        let first = inbound
-            .message()
-            .await?
-            .ok_or_else(|| Error::invalid("ReadOutputRequest", "none (the first message opens the stream)"))?;
+        let first = inbound.message().await?.ok_or_else(|| {
+            Error::invalid(
+                "ReadOutputRequest",
+                "none (the first message opens the stream)",
+            )
+        })?;
         let fd = output_fd(first.fd)?;
         let shared = self.daemon.registry.get(&first.r#loop)?;
         let id = first.process_id;

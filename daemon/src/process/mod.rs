@@ -320,7 +320,6 @@ impl SubprocessProtocol for Reporter {
             return;
         };
         table.running.set(table.running.get().saturating_sub(1));
-        forget_old(&table, self.id);
         self.emit(EventKind::ProcessExited(pb::ProcessExited {
             process_id: self.id,
             pid,
@@ -338,6 +337,7 @@ impl SubprocessProtocol for Reporter {
                 }
             }
         }
+        forget_old(&table, self.id); // after the waiters got it, even with a limit of 0
     }
 }
 

@@ -173,6 +173,77 @@ pub enum Error {
     /// `serve_forever` was called on a server whose `serve_forever` is already running.
     #[error("server is already being awaited on serve_forever()")]
     AlreadyServingForever,
+    /// A TLS certificate, key or configuration that cannot be used (unreadable file, no
+    /// PEM section, a key that does not fit the certificate, ...).
+    #[error("cannot load tls {what} from {origin}: {reason}")]
+    TlsConfig {
+        /// What was being loaded (`certificate`, `private key`, ...).
+        what: &'static str,
+        /// Where from: a file path, or `<pem data>`.
+        origin: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The TLS handshake failed: a certificate the peer or we rejected (rustls' reason
+    /// names it, e.g. the server name it is not valid for), a peer that does not speak
+    /// TLS, or a connection lost during the handshake.
+    #[error("tls handshake with {peer} failed: {reason}")]
+    TlsHandshake {
+        /// The peer: its address, and the server name on a client.
+        peer: String,
+        /// rustls' (or the socket's) reason.
+        reason: String,
+    },
+    /// The TLS handshake did not finish within `ssl_handshake_timeout`.
+    #[error("tls handshake with {peer} did not complete within {after:?}")]
+    HandshakeTimeout {
+        /// The peer: its address, and the server name on a client.
+        peer: String,
+        /// The timeout that ran out.
+        after: std::time::Duration,
+    },
+    /// `getnameinfo` failed for an address (e.g. `NI_NAMEREQD` and no name).
+    #[error("cannot get the name of address {addr}")]
+    NameInfo {
+        /// The address, rendered.
+        addr: String,
+        /// What getnameinfo said.
+        #[source]
+        source: io::Error,
+    },
+    /// `create_datagram_endpoint` with `reuse_address=true`, which asyncio refuses too.
+    #[error(
+        "passing `reuse_address=True` is no longer supported, as the usage of SO_REUSEPORT \
+         in UDP poses a significant security concern"
+    )]
+    ReuseAddressNotSupported,
+    /// `sendto` with an address other than the endpoint's peer, or without one on an
+    /// endpoint that has no peer (asyncio's "Invalid address: must be None or ...").
+    #[error("invalid address {addr}: must be {expected}")]
+    InvalidSendtoAddress {
+        /// The address given, rendered (`None` when missing).
+        addr: String,
+        /// What was expected instead.
+        expected: String,
+    },
+    /// `write` on a transport while `loop.sendfile` sends a file through it.
+    #[error("unable to write; sendfile is in progress")]
+    SendfileInProgress,
+    /// The kernel's `sendfile` cannot serve this transport or file, and the fallback was
+    /// disabled (asyncio's `SendfileNotAvailableError`).
+    #[error("sendfile is not available: {0}")]
+    SendfileNotAvailable(String),
+    /// A socket call (`sock_recv`, `sock_sendall`, ...) the OS refused, with the fd.
+    #[error("{op} on fd {fd} failed")]
+    Sock {
+        /// The system call.
+        op: &'static str,
+        /// The socket's descriptor.
+        fd: RawFd,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl Error {

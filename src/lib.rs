@@ -20,7 +20,9 @@
 //! - [`policy`]: event loop policies ([`EventLoopPolicy`]): the current loop per thread,
 //!   the child watcher, and asyncio's module-level `get_event_loop` and friends.
 //! - [`net`]: stream transports and protocols: [`Server`] (`create_server`,
-//!   `create_unix_server`), `create_connection`, [`Transport`], [`Protocol`].
+//!   `create_unix_server`), `create_connection`, [`Transport`], [`Protocol`]; TLS with
+//!   rustls ([`TlsServerConfig`], [`TlsClientConfig`], `start_tls`); datagram endpoints
+//!   ([`DatagramTransport`]); pipe transports; getaddrinfo; sendfile; `sock_*`.
 //! - [`process`]: child watchers ([`ChildWatcher`]): pidfd (default) and thread-per-child;
 //!   subprocesses (`subprocess_exec`, [`SubprocessTransport`], [`SubprocessProtocol`]).
 //!
@@ -35,8 +37,9 @@
 //! - Linux only (epoll, timerfd).
 //! - `call_soon_threadsafe` returns no cancellable handle.
 //! - Callbacks are Rust closures; the loop is `!Send` and lives on one thread.
-//! - Networking covers TCP and Unix stream servers and connections only: no TLS, UDP,
-//!   Happy Eyeballs, sendfile or pipes yet (see [`net`]).
+//! - Networking covers TCP and Unix stream servers and connections (plain or TLS), UDP and
+//!   Unix datagram endpoints, getaddrinfo/getnameinfo, Happy Eyeballs, sendfile, `sock_*`
+//!   and pipe transports (see [`net`] for what is not there yet).
 
 mod clock;
 pub mod error;
@@ -63,9 +66,14 @@ pub use future::{CallbackId, Future, Take};
 pub use handle::{Handle, TimerHandle};
 pub use metrics::{LATENESS_BUCKET_BOUNDS_NS, LatenessHistogram, Metrics};
 pub use net::{
+    AddrInfo, AddrInfoHints, DatagramAddr, DatagramOptions, DatagramProtocol, DatagramTransport,
+    Family, ReadPipeProtocol, ReadPipeTransport, SockType, WritePipeProtocol, WritePipeTransport,
+};
+pub use net::{
     Address, ConnectOptions, ExtraInfo, Hosts, NetMetrics, Protocol, Server, ServerOptions,
     Transport,
 };
+pub use net::{StartTlsOptions, TlsClientConfig, TlsContext, TlsServerConfig};
 pub use policy::{
     DefaultEventLoopPolicy, EventLoopPolicy, get_child_watcher, get_event_loop,
     get_event_loop_policy, new_event_loop, set_child_watcher, set_event_loop,

@@ -196,3 +196,55 @@ fn display_date_rejects_bad_arguments() {
         assert!(stderr.contains(named), "{args:?}: stderr {stderr:?}");
     }
 }
+
+#[test]
+fn echo_server_prints_its_port_echoes_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = spawn_example("echo_server", &[]);
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut first = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut first);
+        let _ = tx.send(first);
+    });
+    let first = rx.recv_timeout(TIMEOUT).unwrap_or_default();
+    let port: Option<u16> = first.trim().parse().ok();
+    // No panic before the child is stopped: it would outlive the test.
+    let echo = |port: u16| -> std::io::Result<bool> {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(TIMEOUT))?;
+        let sent: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        stream.write_all(&sent)?;
+        let mut back = vec![0; sent.len()];
+        stream.read_exact(&mut back)?;
+        Ok(back == sent)
+    };
+    let echoed = port.map(|port| echo(port).map_err(|err| err.to_string()));
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+    // SAFETY: kill(2) on our own child, which has not been reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let out = wait_with_timeout(child, TIMEOUT);
+    assert!(port.is_some(), "first line {first:?}");
+    assert_eq!(echoed, Some(Ok(true)), "100,000 bytes came back as sent");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stderr), "");
+}
+
+#[test]
+fn echo_server_rejects_bad_arguments() {
+    let cases: [(&[&str], &str); 4] = [
+        // (arguments, what the message names)
+        (&["--port", "x"], "\"x\""),
+        (&["--port", "70000"], "70000"),
+        (&["--port"], "--port"),
+        (&["--bogus", "1"], "--bogus"),
+    ];
+    for (args, named) in cases {
+        let out = run_example("echo_server", args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert_eq!(text(&out.stdout), "", "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(named), "{args:?}: stderr {stderr:?}");
+    }
+}

@@ -868,3 +868,111 @@ fn collect_gathers_output_and_returncode() {
     );
     lp.close().unwrap();
 }
+
+/// Runs `argv` with the policy's watcher and returns its stdout, or the spawn error.
+fn output_of(argv: &[&str], options: SubprocessOptions) -> Result<Vec<u8>, Error> {
+    let lp = EventLoop::new().unwrap();
+    let done = Rc::new(Cell::new(0));
+    let events = Rc::new(RefCell::new(Vec::new()));
+    let recorder = Recorder {
+        events: events.clone(),
+        transport: None,
+        done: done.clone(),
+        close_on_data: false,
+    };
+    let spawned = lp.subprocess_exec(recorder, argv, options);
+    let output = spawned.map(|transport| {
+        run_until(&lp, &done, 1);
+        Run { transport, events }.output(1)
+    });
+    lp.close().unwrap();
+    output
+}
+
+#[test]
+fn the_childs_own_path_is_searched_when_env_changes_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("loopd-probe-xyz");
+    std::fs::write(&script, "#!/bin/sh\necho found \"$PATH\"\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("/nonexistent-xyz:{}", dir.path().display());
+    let with_path = |clear| SubprocessOptions {
+        env_clear: clear,
+        env: vec![("PATH".into(), path.clone().into())],
+        ..Default::default()
+    };
+    let want = format!("found {path}\n").into_bytes();
+    assert_eq!(
+        output_of(&["loopd-probe-xyz"], with_path(false)).unwrap(),
+        want
+    );
+    assert_eq!(
+        output_of(&["loopd-probe-xyz"], with_path(true)).unwrap(),
+        want
+    );
+    // The loop's own PATH does not have it.
+    match output_of(&["loopd-probe-xyz"], SubprocessOptions::default()) {
+        Err(err @ Error::Spawn { .. }) => assert!(err.to_string().contains("loopd-probe-xyz")),
+        other => panic!("found in the loop's PATH: {other:?}"),
+    }
+    // A cleared environment searches /bin:/usr/bin, where sh is.
+    let cleared = SubprocessOptions {
+        env_clear: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        output_of(&["sh", "-c", "echo ok"], cleared).unwrap(),
+        b"ok\n"
+    );
+}
+
+#[test]
+fn a_missing_cwd_is_an_error_naming_it() {
+    let options = SubprocessOptions {
+        cwd: Some("/no/such/dir-xyz".into()),
+        ..Default::default()
+    };
+    match output_of(&["true"], options) {
+        Err(err @ Error::InvalidArgument { what: "cwd", .. }) => {
+            assert!(err.to_string().contains("/no/such/dir-xyz"), "{err}")
+        }
+        other => panic!("missing cwd: {other:?}"),
+    }
+}
+
+#[test]
+fn children_start_with_no_blocked_signals_and_default_sigpipe() {
+    // Rust's runtime ignores SIGPIPE; block SIGUSR2 on this thread too. Neither may
+    // reach the child (asyncio's restore_signals; the mask is always cleared).
+    // SAFETY: plain signal-mask calls on this thread with valid sets.
+    let old = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    };
+    let status = output_of(
+        // grep reads its own status: no shell, since dash blocks every signal while it
+        // waits for a child, which a read of the shell's status would see.
+        &["grep", "-E", "^Sig(Blk|Ign):", "/proc/self/status"],
+        SubprocessOptions::default(),
+    );
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    let status = String::from_utf8(status.unwrap()).unwrap();
+    let mask = |name: &str| {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+        u64::from_str_radix(line[name.len()..].trim(), 16).unwrap()
+    };
+    let bit = |signal: i32| 1u64 << (signal - 1);
+    assert_eq!(mask("SigBlk:"), 0, "{status}");
+    let ignored = mask("SigIgn:");
+    assert_eq!(
+        ignored & (bit(libc::SIGPIPE) | bit(libc::SIGXFSZ)),
+        0,
+        "{status}"
+    );
+}

@@ -869,6 +869,7 @@ fn local_addr_in_use_and_bad_host_names_are_errors() {
     let lp = EventLoop::new().unwrap();
     let options = ConnectOptions {
         local_addr: Some(taken.local_addr().unwrap()),
+        ..Default::default()
     };
     let connect = lp.create_connection(|| Probe(record(|_| {})), "127.0.0.1", 1, options);
     let err = run(&lp, connect).unwrap_err();
@@ -1000,4 +1001,132 @@ fn dropping_the_loop_frees_connections_held_by_their_protocols() {
     let mut rest = Vec::new();
     std_client.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty(), "the server side was closed");
+}
+
+#[test]
+fn data_and_eof_arriving_together_after_a_short_read_both_reach_the_protocol() {
+    // A short read ends a read callback without waiting for EAGAIN; the peer's data and
+    // FIN landing in one edge afterwards must still give data_received, then eof_received.
+    let lp = EventLoop::new().unwrap();
+    let servers = Rc::new(RefCell::new(Vec::new()));
+    let server = tcp_server(&lp, &servers, |_| {});
+    let mut std_client = TcpStream::connect(inet(&server)).unwrap();
+    std_client.write_all(b"first").unwrap();
+    let list = servers.clone();
+    let inner = lp.clone();
+    run(&lp, async move {
+        until(&inner, || {
+            list.borrow()
+                .first()
+                .is_some_and(|r| r.borrow().data == b"first")
+        })
+        .await;
+    });
+    // The loop is not running: both arrive before its next poll.
+    std_client.write_all(b" and last").unwrap();
+    std_client.shutdown(std::net::Shutdown::Write).unwrap();
+    let side = servers.borrow()[0].clone();
+    let inner = lp.clone();
+    let s = side.clone();
+    run(&lp, async move {
+        until(&inner, || events(&s).iter().any(|e| e == "lost")).await
+    });
+    assert_eq!(side.borrow().data, b"first and last");
+    assert_eq!(events(&side), ["made", "eof", "lost"]);
+}
+
+/// Writes `blob` when the connection is made, then echoes; records pause/resume.
+struct BlobThenEcho {
+    blob: Vec<u8>,
+    transport: Option<Transport>,
+    flow: Rc<RefCell<Vec<&'static str>>>,
+}
+
+impl Protocol for BlobThenEcho {
+    fn connection_made(&mut self, transport: Transport) {
+        transport.write(&self.blob).unwrap();
+        self.transport = Some(transport);
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        if let Some(t) = &self.transport {
+            t.write(data).unwrap();
+        }
+    }
+    fn pause_writing(&mut self) {
+        self.flow.borrow_mut().push("pause");
+    }
+    fn resume_writing(&mut self) {
+        self.flow.borrow_mut().push("resume");
+    }
+}
+
+#[test]
+fn writes_behind_a_draining_buffer_keep_their_order() {
+    // The server's buffer holds most of an 8 MiB blob; the client reads it and answers
+    // every read with one byte, so readable and writable edges come together, and the
+    // echo is written while the buffer drains. Every echoed byte must follow the blob.
+    const BLOB: usize = 8 * 1024 * 1024;
+    let lp = EventLoop::new().unwrap();
+    let flow = Rc::new(RefCell::new(Vec::new()));
+    let recorded = flow.clone();
+    let create = lp.create_server(
+        move || BlobThenEcho {
+            blob: pattern(BLOB),
+            transport: None,
+            flow: recorded.clone(),
+        },
+        "127.0.0.1",
+        0,
+        ServerOptions::default(),
+    );
+    let server = run(&lp, create).unwrap();
+    let addr = inet(&server);
+    let done = Arc::new(AtomicUsize::new(0));
+    let finished = done.clone();
+    let client = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(SAFETY)).unwrap();
+        let mut received = Vec::with_capacity(BLOB + 4096);
+        let mut answers = 0;
+        let mut buffer = vec![0; 64 * 1024];
+        while received.len() < BLOB + answers {
+            let n = stream.read(&mut buffer).unwrap();
+            assert_ne!(n, 0, "EOF after {} bytes", received.len());
+            received.extend_from_slice(&buffer[..n]);
+            if received.len() < BLOB {
+                stream.write_all(b"x").unwrap();
+                answers += 1;
+            }
+        }
+        finished.store(1, Ordering::SeqCst);
+        (received, answers)
+    });
+    let inner = lp.clone();
+    run(&lp, async move {
+        until(&inner, || done.load(Ordering::SeqCst) == 1).await
+    });
+    let (received, answers) = client.join().unwrap();
+    assert!(answers > 1, "the client answered {answers} reads");
+    assert_eq!(received.len(), BLOB + answers, "no byte lost or repeated");
+    assert!(
+        received[..BLOB] == pattern(BLOB)[..],
+        "the blob first, intact"
+    );
+    assert!(
+        received[BLOB..].iter().all(|&b| b == b'x'),
+        "then the echoes"
+    );
+    // All sent: the last pause_writing has had its resume_writing, or gets it now.
+    let inner = lp.clone();
+    let settled = flow.clone();
+    run(&lp, async move {
+        until(&inner, || settled.borrow().last() == Some(&"resume")).await
+    });
+    let flow = flow.borrow();
+    assert!(!flow.is_empty(), "an 8 MiB write pauses the protocol");
+    for (i, event) in flow.iter().enumerate() {
+        let expected = if i % 2 == 0 { "pause" } else { "resume" };
+        assert_eq!(*event, expected, "pause/resume alternate: {flow:?}");
+    }
+    server.close();
 }

@@ -227,6 +227,9 @@ fn engine_code(err: &loopd::Error) -> Code {
         loopd::Error::PipeClosed { .. } | loopd::Error::ProcessLookup(_) => {
             Code::FailedPrecondition
         }
+        loopd::Error::TlsConfig { .. } => Code::InvalidArgument,
+        loopd::Error::TlsHandshake { .. } => Code::Unavailable,
+        loopd::Error::HandshakeTimeout { .. } => Code::DeadlineExceeded,
         _ => Code::Internal,
     }
 }

@@ -1,5 +1,10 @@
 //! Stream transports and protocols: asyncio's `create_server`, `create_connection` and their
 //! Unix-socket twins, on epoll (edge-triggered, through the loop's mio registry) and socket2.
+//! Also datagram endpoints (`create_datagram_endpoint`: [`DatagramTransport`],
+//! [`DatagramProtocol`], UDP and Unix), name resolution on the executor
+//! (`getaddrinfo`, `getnameinfo`), `sendfile`/`sock_sendfile` (the kernel's `sendfile(2)`,
+//! or chunks read on the executor), `sock_*` operations on sockets the caller owns, and
+//! pipe transports (`connect_read_pipe`, `connect_write_pipe`: pipes, FIFOs).
 //!
 //! asyncio's model: a [`Protocol`] is user code called when things happen (connection made,
 //! data received, EOF, connection lost, write buffer too full / drained); a [`Transport`] is
@@ -37,19 +42,51 @@
 //!   [`Server::serve_forever`] ends with `Err(Error::Cancelled)` when the server is closed,
 //!   where asyncio raises `CancelledError`.
 //! - [`Transport::is_reading`] is also `false` once the peer's EOF was read.
-//! - `create_connection` tries the addresses one after the other (no Happy Eyeballs yet).
+//! - `create_connection` tries the addresses one after the other unless
+//!   `happy_eyeballs_delay` is set, as asyncio. [`EventLoop::create_connection_to`] (not in
+//!   asyncio) takes the addresses themselves; asyncio's `create_connection(sock=...)` is
+//!   [`EventLoop::create_connection_with_sock`].
 //! - Sockets are `socket2::Socket`s registered through `SourceFd` rather than
 //!   `mio::net` types: one code path serves TCP and Unix sockets.
+//! - TLS (rustls) is a layer inside the [`Transport`], not a second transport stacked on
+//!   it; see [`TlsServerConfig`] and [`EventLoop::start_tls`], and `tls.rs` for how its
+//!   behaviour differs from asyncio's.
+//!
+//! - [`DatagramTransport::sendto`] takes a resolved [`Address`] (asyncio's `sock.sendto`
+//!   would resolve a host name on the loop thread); it fails with
+//!   [`Error::TransportClosing`] once the endpoint is closing, where asyncio drops the data.
+//! - [`getaddrinfo`](EventLoop::getaddrinfo) returns IPv4 and IPv6 entries only, and takes
+//!   the port as a number (no service names).
+//! - The `sock_*` methods borrow the socket (any `AsFd`) and refuse a blocking one with
+//!   [`Error::InvalidArgument`] (asyncio checks only in debug mode); they fail with
+//!   [`Error::Register`] on an fd the loop already watches (a transport's, `add_reader`).
+//! - Pipe transports take an `OwnedFd` (a `File`, a child's pipe, ...) and have their own
+//!   protocol traits, [`ReadPipeProtocol`] and [`WritePipeProtocol`], since a stream
+//!   [`Protocol`]'s `connection_made` gets a socket [`Transport`]. `write` on a closing
+//!   write pipe fails with [`Error::TransportClosing`], as on a stream transport.
+//! - The `sendfile` fallback reads 64 KiB at a time (asyncio: 16 KiB), since each read is a
+//!   trip to the executor.
 //!
 //! # Not yet
-//! TLS (`ssl`, `start_tls`), UDP endpoints, Happy Eyeballs, `sock=` (adopting a socket),
-//! `family`/`flags`/`proto`, `sendfile`, pipes, `keep_alive`, `Server.close_clients`.
+//! `flags`/`proto` of stream connections, `all_errors`,
+//! `keep_alive`, `Server.close_clients`, `sock=` of `create_datagram_endpoint`.
 
+mod calls;
 mod connect;
+mod datagram;
+mod datagram_transport;
+mod dns;
+mod eyeballs;
+mod pipes;
 mod protocol;
+mod read_pipe;
+mod sendfile;
 mod server;
+mod sock;
 mod socket;
+mod tls;
 mod transport;
+mod write_pipe;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -59,9 +96,19 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 pub use connect::ConnectOptions;
+pub use datagram::{DatagramAddr, DatagramOptions, DatagramProtocol};
+pub use datagram_transport::{DatagramTransport, MAX_DATAGRAMS_PER_READ};
+pub use dns::{AddrInfo, AddrInfoHints, Family, SockType};
+pub use pipes::{ReadPipeProtocol, WritePipeProtocol};
 pub use protocol::Protocol;
+pub use read_pipe::ReadPipeTransport;
 pub use server::{Hosts, Server, ServerOptions};
+pub use tls::{
+    DEFAULT_SSL_HANDSHAKE_TIMEOUT, DEFAULT_SSL_SHUTDOWN_TIMEOUT, StartTlsOptions, TlsClientConfig,
+    TlsContext, TlsServerConfig,
+};
 pub use transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, ExtraInfo, Transport};
+pub use write_pipe::WritePipeTransport;
 
 #[cfg(doc)]
 use crate::error::Error;
@@ -114,6 +161,8 @@ pub(crate) struct NetState {
     next_id: Cell<u64>,
     read_buffer: RefCell<Vec<u8>>,
     pub(crate) counters: NetCounters,
+    datagrams: RefCell<HashMap<u64, Rc<datagram_transport::DatagramInner>>>,
+    pipes: RefCell<HashMap<u64, Rc<dyn pipes::PipeEnd>>>,
 }
 
 /// Running totals of one loop's stream traffic.
@@ -170,6 +219,10 @@ impl Drop for NetState {
         for transport in transports.values() {
             transport.forget();
         }
+        let datagrams = std::mem::take(self.datagrams.get_mut());
+        datagrams.values().for_each(|endpoint| endpoint.forget());
+        let pipes = std::mem::take(self.pipes.get_mut());
+        pipes.values().for_each(|pipe| pipe.forget());
     }
 }
 
@@ -205,4 +258,8 @@ pub(crate) fn close_loop(lp: &EventLoop) {
         transport.forget(); // waiting protocol calls hold the protocol: drop them too
     }
     drop((servers, transports));
+    let datagrams = std::mem::take(&mut *lp.core.net.datagrams.borrow_mut());
+    datagrams.values().for_each(|endpoint| endpoint.release(lp));
+    let pipes = std::mem::take(&mut *lp.core.net.pipes.borrow_mut());
+    pipes.values().for_each(|pipe| pipe.release(lp));
 }

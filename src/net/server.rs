@@ -30,6 +30,7 @@ use crate::exception::ExceptionContext;
 use crate::future::Future;
 use crate::handle::{RepeatingCell, Runnable, cancel_cell};
 use crate::net::socket::{self, BindOptions};
+use crate::net::tls::{ServerTls, TlsServerConfig};
 use crate::net::{Address, Protocol, ProtocolFactory, SharedProtocol, transport};
 
 /// Which interfaces [`EventLoop::create_server`] binds: asyncio's `host` argument, which is
@@ -92,6 +93,14 @@ pub struct ServerOptions {
     /// Start accepting at once (default `true`); else call
     /// [`Server::start_serving`] or [`Server::serve_forever`].
     pub start_serving: bool,
+    /// Speak TLS on every connection with this configuration (asyncio's `ssl`): a
+    /// protocol's `connection_made` runs once its handshake is done; a failed handshake
+    /// goes to the exception handler and the connection is dropped.
+    pub ssl: Option<TlsServerConfig>,
+    /// How long each TLS handshake may take (default 60 s). Only with `ssl`.
+    pub ssl_handshake_timeout: Option<Duration>,
+    /// How long a TLS transport's `close()` may take (default 30 s). Only with `ssl`.
+    pub ssl_shutdown_timeout: Option<Duration>,
 }
 
 impl Default for ServerOptions {
@@ -101,6 +110,9 @@ impl Default for ServerOptions {
             reuse_address: true,
             reuse_port: false,
             start_serving: true,
+            ssl: None,
+            ssl_handshake_timeout: None,
+            ssl_shutdown_timeout: None,
         }
     }
 }
@@ -129,6 +141,8 @@ pub(crate) struct ServerInner {
     serve_forever: RefCell<Option<Future<()>>>,
     /// A Unix server's socket file, removed on close if it is still ours.
     unix_file: RefCell<Option<UnixFile>>,
+    /// The TLS every connection speaks, if any.
+    tls: Option<ServerTls>,
 }
 
 /// A socket file and its identity, so closing never removes someone else's file.
@@ -288,6 +302,7 @@ impl Server {
         factory: ProtocolFactory,
         options: &ServerOptions,
     ) -> Result<Server> {
+        let tls = ServerTls::from_options(options)?;
         let inner = Rc::new_cyclic(|weak: &Weak<ServerInner>| {
             let listeners = sockets
                 .into_iter()
@@ -305,6 +320,7 @@ impl Server {
                 waiters: RefCell::new(Some(Vec::new())),
                 serve_forever: RefCell::new(None),
                 unix_file: RefCell::new(None),
+                tls,
             }
         });
         lp.core
@@ -526,7 +542,12 @@ impl ServerInner {
             return;
         }
         let protocol = (self.factory)();
-        if let Err(err) = transport::start(lp, socket, protocol, Some(Rc::downgrade(self)), None) {
+        let server = Some(Rc::downgrade(self));
+        let started = match &self.tls {
+            Some(tls) => tls.start(lp, socket, protocol, Rc::downgrade(self)),
+            None => transport::start(lp, socket, protocol, server, None),
+        };
+        if let Err(err) = started {
             lp.call_exception_handler(
                 ExceptionContext::new("error on transport creation for incoming connection")
                     .with_error(err),

@@ -3,23 +3,21 @@
 //! Errors name the address they concern (`address 127.0.0.1:8080 is already in use`,
 //! `connection to 127.0.0.1:1 refused`), keeping the OS error as the source.
 
-use std::cell::Cell;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::rc::Rc;
 
 use mio::Interest;
-use mio::unix::SourceFd;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::error::{Error, Result};
-use crate::event_loop::{EventLoop, IoDispatch};
+use crate::event_loop::EventLoop;
+use crate::net::dns::{self, AddrInfoHints, SockType};
 
 /// The addresses `host` names: an IP literal directly, anything else through getaddrinfo
-/// on the default executor (as asyncio's `getaddrinfo`). `None` (or an empty name) means
-/// every interface: `0.0.0.0` and `::`.
+/// on the default executor (as asyncio's `getaddrinfo`, `SOCK_STREAM`, `AI_PASSIVE`).
+/// `None` (or an empty name) means every interface: `0.0.0.0` and `::`.
 pub(crate) async fn resolve(
     lp: &EventLoop,
     host: Option<&str>,
@@ -34,30 +32,12 @@ pub(crate) async fn resolve(
         }
         Some(host) => host,
     };
-    let literal = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if let Ok(ip) = literal.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    let name = host.to_string();
-    let lookup = lp.run_in_executor(move || {
-        (name.as_str(), port)
-            .to_socket_addrs()
-            .map(Iterator::collect::<Vec<_>>)
-    })?;
-    let resolve_error = |source| Error::Resolve {
-        host: host.to_string(),
-        source,
+    let hints = AddrInfoHints {
+        socktype: SockType::Stream,
+        flags: libc::AI_PASSIVE,
+        ..Default::default()
     };
-    let addrs = lookup.take().await?.map_err(resolve_error)?;
-    if addrs.is_empty() {
-        return Err(resolve_error(io::Error::other(
-            "getaddrinfo() returned empty list",
-        )));
-    }
-    Ok(addrs)
+    dns::resolve_addrs(lp, host, port, hints).await
 }
 
 /// The error for a failed `bind` to `addr`.
@@ -182,26 +162,5 @@ pub(crate) async fn connect(
 
 /// Waits until `socket` is writable (or has an error), through a temporary registration.
 async fn wait_writable(lp: &EventLoop, socket: &Socket) -> Result<()> {
-    let fd = socket.as_raw_fd();
-    let ready = lp.create_future::<()>()?;
-    let done = ready.clone();
-    let dispatch: IoDispatch = Rc::new(move |_: &EventLoop, _| {
-        if !done.done() {
-            let _ = done.set_result(());
-        }
-    });
-    let token = lp
-        .register_source(&mut SourceFd(&fd), Interest::WRITABLE, dispatch)
-        .map_err(|source| Error::Register { fd, source })?;
-    // Deregisters even if the awaiting task is cancelled (the future dropped).
-    struct Registration<'a>(&'a EventLoop, i32, Cell<Option<mio::Token>>);
-    impl Drop for Registration<'_> {
-        fn drop(&mut self) {
-            if let Some(token) = self.2.take() {
-                let _ = self.0.deregister_source(&mut SourceFd(&self.1), token);
-            }
-        }
-    }
-    let _registration = Registration(lp, fd, Cell::new(Some(token)));
-    ready.await
+    crate::net::sock::wait_ready(lp, socket.as_raw_fd(), Interest::WRITABLE).await
 }

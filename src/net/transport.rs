@@ -5,13 +5,24 @@
 //! - The socket is registered once, for reading and writing, edge-triggered. A readable
 //!   edge queues the read cell while the transport reads; a writable edge queues the write
 //!   cell while the write buffer holds data. Each cell is queued at most once at a time.
+//! - A read that returns less than it asked for drained the socket, so reading stops there
+//!   without a last `recv` seeing `EAGAIN`: data arriving later raises a new edge. Not
+//!   once the poll reported the peer's hang-up or an error, which raise no further edge:
+//!   from then on reading goes on until `EAGAIN`, EOF or the error.
 //! - Bytes leave in order: `write` sends at once only when the buffer is empty, and
-//!   whatever the socket does not take goes to the end of the buffer.
+//!   whatever the socket does not take goes to the end of the buffer. When a writable
+//!   edge waits in the ready queue, `write` first sends the buffer (what `write_ready`
+//!   would do next), so that its data may go out without a copy into the buffer.
+//! - Each `read` goes into the loop's shared buffer (no allocation per read), each
+//!   `write` tries one `send` when nothing is buffered: an echo costs one of each.
 //! - `pause_writing` is called when the buffer grows above the high-water mark, and
 //!   `resume_writing` when it drains to the low-water mark; they alternate.
 //! - `connection_lost` is scheduled exactly once: by `close()` once the buffer is flushed,
 //!   by `abort()`, or by an I/O error. After it ran the socket is closed, the cells are
 //!   cancelled, and the protocol is dropped (breaking the transport/protocol cycle).
+//! - Over TLS (a session in `tls`, driven by `tls_io`), `connection_made` follows the
+//!   handshake, and a transport whose handshake failed never calls its protocol, not even
+//!   `connection_lost`; the design is in `crate::net::tls`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -33,7 +44,10 @@ use crate::exception::{ExceptionContext, PanicError};
 use crate::future::Future;
 use crate::handle::{RepeatingCell, Runnable, cancel_cell};
 use crate::net::server::ServerInner;
+use crate::net::tls::TlsSession;
 use crate::net::{Address, Protocol, READ_BUFFER_SIZE, SharedProtocol};
+
+mod tls_io;
 
 /// asyncio's default high-water mark of a transport's write buffer (64 KiB).
 pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
@@ -48,6 +62,21 @@ pub enum ExtraInfo {
     Address(Address),
     /// `socket`: the raw file descriptor (still owned by the transport).
     Socket(RawFd),
+    /// `cipher` on a TLS transport: the negotiated cipher suite (rustls' name), the
+    /// protocol version (`TLSv1.3`) and the key size in bits, as asyncio's 3-tuple.
+    Cipher {
+        /// The cipher suite, e.g. `TLS13_AES_256_GCM_SHA384`.
+        name: String,
+        /// The protocol version: `TLSv1.2` or `TLSv1.3`.
+        protocol: String,
+        /// The symmetric key's size in bits (0 if unknown).
+        secret_bits: u16,
+    },
+    /// `peercert` on a TLS transport: the peer's end-entity certificate, DER-encoded
+    /// (asyncio's `getpeercert(binary_form=True)`).
+    PeerCert(Vec<u8>),
+    /// `pipe`: a pipe transport's file descriptor (still owned by the transport).
+    Pipe(RawFd),
 }
 
 /// asyncio's stream transport: write to it, close it, pause and resume its reading.
@@ -76,6 +105,10 @@ pub(crate) struct TransportInner {
     /// Protocol calls waiting for a busy protocol, in order (see `call_on`).
     deferred: RefCell<VecDeque<Deferred>>,
     drain_scheduled: Cell<bool>,
+    /// The TLS layer, between the socket and the buffers (see `crate::net::tls`).
+    tls: RefCell<Option<TlsSession>>,
+    /// `loop.sendfile`'s waiters and its in-progress flag.
+    pub(crate) sendfile: crate::net::sendfile::SendfileHook,
 }
 
 /// A protocol call that could not run at once: the protocol, the method's name, the call.
@@ -103,6 +136,11 @@ struct State {
     lost: bool,
     read_queued: bool,
     write_queued: bool,
+    /// A TLS handshake is in progress: reading goes on before `connection_made`.
+    handshaking: bool,
+    /// The poll reported the peer's hang-up or an error: a short read no longer means
+    /// that a later edge will come (see the invariants).
+    read_closed: bool,
 }
 
 impl State {
@@ -111,7 +149,11 @@ impl State {
     }
 
     fn wants_read(&self) -> bool {
-        self.started && !self.reading_paused && !self.eof_seen && !self.closing && !self.lost
+        (self.started || self.handshaking)
+            && !self.reading_paused
+            && !self.eof_seen
+            && !self.closing
+            && !self.lost
     }
 
     fn consume(&mut self, sent: usize) {
@@ -142,6 +184,8 @@ impl Default for State {
             lost: false,
             read_queued: false,
             write_queued: false,
+            handshaking: false,
+            read_closed: false,
         }
     }
 }
@@ -155,6 +199,33 @@ pub(crate) fn start(
     protocol: SharedProtocol,
     server: Option<Weak<ServerInner>>,
     waiter: Option<Future<()>>,
+) -> Result<Transport> {
+    let transport = open(lp, socket, protocol, server)?;
+    let made = transport.clone();
+    lp.call_soon(move || made.inner.connection_made(made.clone(), waiter))?;
+    Ok(transport)
+}
+
+/// Starts a TLS transport on a connected, non-blocking `socket`: registers it and starts
+/// the handshake; `connection_made` follows the handshake (see `crate::net::tls`).
+pub(crate) fn start_tls(
+    lp: &EventLoop,
+    socket: Socket,
+    protocol: SharedProtocol,
+    server: Option<Weak<ServerInner>>,
+    session: TlsSession,
+) -> Result<Transport> {
+    let transport = open(lp, socket, protocol, server)?;
+    transport.inner.install_tls(lp, session);
+    Ok(transport)
+}
+
+/// Registers a transport on `socket` with the loop (and its server).
+fn open(
+    lp: &EventLoop,
+    socket: Socket,
+    protocol: SharedProtocol,
+    server: Option<Weak<ServerInner>>,
 ) -> Result<Transport> {
     lp.check_open()?;
     let sockname = socket.local_addr().ok().map(|a| Address::of(&a));
@@ -181,6 +252,8 @@ pub(crate) fn start(
         peername,
         deferred: RefCell::new(VecDeque::new()),
         drain_scheduled: Cell::new(false),
+        tls: RefCell::new(None),
+        sendfile: Default::default(),
     });
     let weak = Rc::downgrade(&inner);
     let dispatch: IoDispatch = Rc::new(move |lp: &EventLoop, readiness| {
@@ -204,10 +277,7 @@ pub(crate) fn start(
     if let Some(server) = inner.server.as_ref().and_then(Weak::upgrade) {
         server.attach();
     }
-    let transport = Transport { inner };
-    let made = transport.clone();
-    lp.call_soon(move || made.inner.connection_made(made.clone(), waiter))?;
-    Ok(transport)
+    Ok(Transport { inner })
 }
 
 /// A callback cell running `method` on the transport, if it still exists.
@@ -257,9 +327,10 @@ impl Transport {
         self.inner.write_eof();
     }
 
-    /// Always `true`: stream sockets can half-close.
+    /// `true` for plain stream sockets, which can half-close; `false` over TLS, as
+    /// asyncio (where [`write_eof`](Self::write_eof) still sends `close_notify`).
     pub fn can_write_eof(&self) -> bool {
-        true
+        !self.inner.is_tls()
     }
 
     /// Closes the transport: reading stops now; buffered data is still sent, then the
@@ -335,9 +406,12 @@ impl Transport {
 
     /// asyncio's `get_extra_info`: `"peername"` and `"sockname"` give the [`Address`]es
     /// (read when the transport was made, so they stay available after it closed);
-    /// `"socket"` gives the fd while the transport is open. Any other name gives `None`.
+    /// `"socket"` gives the fd while the transport is open. Over TLS, once the handshake
+    /// is done, `"cipher"` gives [`ExtraInfo::Cipher`] and `"peercert"` the peer's
+    /// certificate ([`ExtraInfo::PeerCert`], if it sent one). Any other name gives `None`.
     pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
         match name {
+            "cipher" | "peercert" => self.inner.tls_extra_info(name),
             "peername" => self.inner.peername.clone().map(ExtraInfo::Address),
             "sockname" => self.inner.sockname.clone().map(ExtraInfo::Address),
             "socket" => self
@@ -380,7 +454,10 @@ impl Transport {
 }
 
 /// asyncio's `_set_write_buffer_limits`: the missing mark is derived from the other one.
-fn write_buffer_limits(high: Option<usize>, low: Option<usize>) -> Result<(usize, usize)> {
+pub(crate) fn write_buffer_limits(
+    high: Option<usize>,
+    low: Option<usize>,
+) -> Result<(usize, usize)> {
     let high = high.unwrap_or_else(|| low.map_or(DEFAULT_HIGH_WATER, |l| l.saturating_mul(4)));
     let low = low.unwrap_or(high / 4);
     if high < low {
@@ -429,6 +506,12 @@ impl TransportInner {
     // ---- readiness ----------------------------------------------------------------
 
     fn on_ready(self: &Rc<Self>, lp: &EventLoop, readiness: Readiness) {
+        if readiness.read_closed || readiness.error {
+            self.state.borrow_mut().read_closed = true;
+        }
+        if readiness.writable || readiness.write_closed || readiness.error {
+            self.sendfile.on_writable();
+        }
         if readiness.readable || readiness.read_closed || readiness.error {
             self.queue_read(lp);
         }
@@ -453,7 +536,8 @@ impl TransportInner {
     fn queue_write(&self, lp: &EventLoop) {
         {
             let mut state = self.state.borrow_mut();
-            if state.write_queued || state.pending() == 0 || state.lost {
+            if state.write_queued || state.lost || (state.pending() == 0 && !self.tls_wants_write())
+            {
                 return;
             }
             state.write_queued = true;
@@ -465,10 +549,14 @@ impl TransportInner {
 
     // ---- reading ------------------------------------------------------------------
 
-    /// Reads until `EAGAIN`, EOF, a pause, or [`READ_BUFFER_SIZE`] bytes (then queues
-    /// itself again: an edge-triggered poll would not report the rest).
+    /// Reads until `EAGAIN`, a short read (unless the peer hung up), EOF, a pause, or
+    /// [`READ_BUFFER_SIZE`] bytes (then queues itself again: an edge-triggered poll would
+    /// not report the rest).
     fn read_ready(self: &Rc<Self>, lp: &EventLoop) {
         self.state.borrow_mut().read_queued = false;
+        if self.is_tls() {
+            return self.tls_read_ready(lp);
+        }
         let mut buffer = lp.core.net.take_read_buffer();
         let mut budget = READ_BUFFER_SIZE;
         while self.state.borrow().wants_read() {
@@ -480,10 +568,15 @@ impl TransportInner {
                 Ok(n) => {
                     bump(&lp.core.net.counters.bytes_received, n);
                     self.data_received(lp, &buffer[..n]);
+                    let drained = n < budget && !self.state.borrow().read_closed;
                     budget -= n;
-                    if budget == 0 {
+                    if budget == 0 || self.is_tls() {
+                        // Out of budget, or `start_tls` ran: go on in a new callback.
                         self.queue_read(lp);
                         break;
+                    }
+                    if drained {
+                        break; // a new edge comes with the next data
                     }
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
@@ -550,6 +643,9 @@ impl TransportInner {
             if state.eof_requested {
                 return Err(Error::WriteAfterEof);
             }
+            if self.sendfile.is_active() {
+                return Err(Error::SendfileInProgress);
+            }
             if state.closing || state.lost {
                 return Err(Error::TransportClosing);
             }
@@ -558,6 +654,13 @@ impl TransportInner {
             return Ok(());
         }
         let lp = self.event_loop().ok_or(Error::Closed)?;
+        if self.is_tls() {
+            self.tls_write(&lp, data);
+            return Ok(());
+        }
+        if self.state.borrow().write_queued && !self.flush_early(&lp) {
+            return Ok(()); // an I/O error: the transport is closing
+        }
         let mut rest = data;
         if self.state.borrow().pending() == 0 {
             match self.send(rest) {
@@ -576,6 +679,33 @@ impl TransportInner {
             self.maybe_pause_protocol(&lp);
         }
         Ok(())
+    }
+
+    /// A writable edge is waiting for `write_ready` in the ready queue, so the socket has
+    /// room: send the buffer now, so that the data being written may go straight out
+    /// rather than be copied behind it. `false` after an I/O error (the transport is
+    /// closing). `write_ready` still runs later, finds less or nothing to send, and calls
+    /// `resume_writing` if due (never from here: a protocol writing from `resume_writing`
+    /// would get its bytes out ahead of the ones being written).
+    fn flush_early(self: &Rc<Self>, lp: &EventLoop) -> bool {
+        let sent = {
+            let state = self.state.borrow();
+            if state.pending() == 0 {
+                return true;
+            }
+            self.send(&state.buffer[state.head..])
+        };
+        match sent {
+            Ok(n) => {
+                bump(&lp.core.net.counters.bytes_sent, n);
+                self.state.borrow_mut().consume(n);
+                true
+            }
+            Err(err) => {
+                self.fatal_error(lp, err);
+                false
+            }
+        }
     }
 
     /// Sends as much of `data` as the socket takes; stops at `EAGAIN`.
@@ -598,13 +728,21 @@ impl TransportInner {
 
     /// Flushes the buffer as far as the socket takes it (asyncio's `_write_ready`).
     fn write_ready(self: &Rc<Self>, lp: &EventLoop) {
+        if self.is_tls() {
+            self.state.borrow_mut().write_queued = false;
+            return self.tls_pump(lp);
+        }
         let sent = {
             let mut state = self.state.borrow_mut();
             state.write_queued = false;
-            if state.pending() == 0 || state.lost {
+            if state.lost || (state.pending() == 0 && !state.protocol_paused) {
                 return;
             }
-            self.send(&state.buffer[state.head..])
+            if state.pending() == 0 {
+                Ok(0) // `flush_early` sent it all; resume_writing is still due
+            } else {
+                self.send(&state.buffer[state.head..])
+            }
         };
         match sent {
             Ok(n) => {
@@ -618,6 +756,9 @@ impl TransportInner {
             let state = self.state.borrow();
             (state.pending() == 0, state.closing, state.eof_requested)
         };
+        if flushed {
+            self.sendfile.on_drained();
+        }
         if flushed && closing {
             self.schedule_connection_lost(lp, None);
         } else if flushed && eof {
@@ -625,7 +766,7 @@ impl TransportInner {
         }
     }
 
-    fn write_eof(&self) {
+    fn write_eof(self: &Rc<Self>) {
         let flushed = {
             let mut state = self.state.borrow_mut();
             if state.closing || state.lost || state.eof_requested {
@@ -634,6 +775,9 @@ impl TransportInner {
             state.eof_requested = true;
             state.pending() == 0
         };
+        if let (true, Some(lp)) = (self.is_tls(), self.event_loop()) {
+            return self.tls_pump(&lp); // close_notify once flushed
+        }
         if flushed {
             self.shutdown_write();
         }
@@ -681,6 +825,9 @@ impl TransportInner {
             state.closing = true;
             state.pending() == 0
         };
+        if self.is_tls() {
+            return self.tls_close(&lp);
+        }
         if flushed {
             self.schedule_connection_lost(&lp, None);
         }
@@ -726,13 +873,18 @@ impl TransportInner {
     /// transport (asyncio's `_call_connection_lost`).
     fn connection_lost(self: &Rc<Self>, err: Option<io::Error>) {
         let Some(lp) = self.event_loop() else { return };
-        self.call_protocol(&lp, "connection_lost", move |p| p.connection_lost(err));
+        if self.state.borrow().started {
+            // A failed TLS handshake never made the connection: nothing to tell.
+            self.call_protocol(&lp, "connection_lost", move |p| p.connection_lost(err));
+        }
         self.release(&lp);
     }
 
     /// Closes the socket, cancels the cells, drops the protocol, leaves the registry and
     /// the server. Idempotent.
     pub(crate) fn release(&self, lp: &EventLoop) {
+        self.tls_release();
+        self.sendfile.on_lost();
         let socket = self.socket.borrow_mut().take();
         if let (Some(socket), Some(token)) = (&socket, self.token.take()) {
             if let Err(err) = lp.deregister_source(&mut SourceFd(&socket.as_raw_fd()), token) {
@@ -766,6 +918,7 @@ impl TransportInner {
     /// Drops the socket, cells, protocol and waiting protocol calls without the loop (which
     /// is being dropped or closed).
     pub(crate) fn forget(&self) {
+        self.tls_release();
         let socket = self.socket.borrow_mut().take();
         let cells = [
             self.read_cell.borrow_mut().take(),

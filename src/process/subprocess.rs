@@ -1,9 +1,9 @@
 //! Subprocesses: asyncio's `loop.subprocess_exec`/`subprocess_shell`, the
 //! [`SubprocessTransport`] they return and the [`SubprocessProtocol`] they report to.
 //!
-//! A child is started with `std::process::Command` (posix_spawn/vfork when it can: no
-//! `pre_exec` closure is ever installed), its pipes are registered in the loop's poll, and
-//! it is reaped by a [`ChildWatcher`]: the one in [`SubprocessOptions::watcher`], else the
+//! A child is started with glibc's `posix_spawn` (see `spawn.rs`: `CLONE_VM | CLONE_VFORK`,
+//! file actions for its stdio), its pipes are registered in the loop's poll, and it is
+//! reaped by a [`ChildWatcher`]: the one in [`SubprocessOptions::watcher`], else the
 //! policy's ([`get_child_watcher`](crate::get_child_watcher)).
 //!
 //! # Invariants
@@ -33,8 +33,7 @@ use mio::{Interest, Token};
 
 use super::ChildWatcher;
 use super::spawn::{
-    ParentEnds, Stdio, SubprocessOptions, build_command, check_inputs, invalid, kill_and_reap,
-    spawn,
+    ParentEnds, Stdio, SubprocessOptions, check_inputs, invalid, kill_and_reap, spawn_child,
 };
 use crate::error::{Error, Result};
 use crate::event_loop::{Core, EventLoop, IoDispatch};
@@ -228,10 +227,13 @@ impl EventLoop {
     /// `execve` verbatim, no shell involved. `protocol` receives the child's events, the
     /// first (`connection_made`) in the next iteration.
     ///
+    /// A program without a slash is searched in the child's `PATH` (the loop process's
+    /// unless `env` sets one; `/bin:/usr/bin` after `env_clear` without one).
+    ///
     /// Fails with [`Error::Closed`] if the loop is closed; [`Error::InvalidArgument`] for
     /// an empty `argv`, a NUL byte in an argument, `cwd` or `env` (naming which), a `=`
-    /// in an environment name, a negative process group, or [`Stdio::Stdout`] for stdin
-    /// or stdout;
+    /// in an environment name, a negative process group, [`Stdio::Stdout`] for stdin
+    /// or stdout, or a `cwd` that is not a directory the child can enter;
     /// [`Error::ChildWatcherClosed`] if the watcher is closed; [`Error::Spawn`] (naming
     /// the program) if it cannot be started, e.g. `ENOENT`; [`Error::Io`] or
     /// [`Error::Register`] if making or registering a pipe fails.
@@ -269,8 +271,7 @@ impl EventLoop {
         if !watcher.is_active() {
             return Err(Error::ChildWatcherClosed);
         }
-        let (command, ends) = build_command(&argv, options)?;
-        let pid = spawn(command, argv[0])?;
+        let (pid, ends) = spawn_child(&argv, options)?;
         let inner = Rc::new(Inner::new(self, pid, &ends));
         inner.watch(self, &*watcher)?;
         inner.register_pipes(self, ends)?;

@@ -538,6 +538,79 @@ impl Client {
     }
 }
 
+/// Named pipes (FIFOs) opened by the daemon.
+impl Client {
+    /// Opens the FIFO at `path` on a loop, for writing or for reading (then
+    /// `retain_bytes` already read stay available to late readers); returns its id.
+    /// Fails with INVALID_ARGUMENT (empty path, NUL byte, not a FIFO), NOT_FOUND,
+    /// PERMISSION_DENIED, or FAILED_PRECONDITION for a writer with no reader (ENXIO).
+    pub async fn open_fifo(
+        &self,
+        loop_name: &str,
+        path: impl Into<Vec<u8>>,
+        write: bool,
+        retain_bytes: u64,
+    ) -> Result<u64> {
+        let request = pb::OpenFifoRequest {
+            r#loop: loop_name.to_owned(),
+            path: path.into(),
+            write,
+            retain_bytes,
+        };
+        let r = self.process.clone().open_fifo(request).await?.into_inner();
+        Ok(r.fifo_id)
+    }
+
+    /// Reads a FIFO opened for reading, losslessly from `from_offset` (see
+    /// [`read_output`](Self::read_output)). Fails with NOT_FOUND, FAILED_PRECONDITION
+    /// (opened for writing), OUT_OF_RANGE.
+    pub async fn read_fifo(
+        &self,
+        loop_name: &str,
+        fifo_id: u64,
+        from_offset: u64,
+    ) -> Result<ByteReader> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let open = pb::ReadFifoRequest {
+            r#loop: loop_name.to_owned(),
+            fifo_id,
+            from_offset,
+            credit_bytes: 0,
+        };
+        let _ = tx.send(open);
+        let requests = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
+        let chunks = self.process.clone().read_fifo(requests).await?.into_inner();
+        let grant = move |credit_bytes| {
+            let credit = pb::ReadFifoRequest {
+                credit_bytes,
+                ..Default::default()
+            };
+            tx.send(credit).is_ok()
+        };
+        Ok(ByteReader::new(chunks, DEFAULT_WINDOW, grant))
+    }
+
+    /// Writes to a FIFO opened for writing, closing it once flushed if `eof`; returns
+    /// the bytes still queued. Fails with NOT_FOUND or FAILED_PRECONDITION (opened for
+    /// reading, or closed).
+    pub async fn write_fifo(
+        &self,
+        loop_name: &str,
+        fifo_id: u64,
+        data: impl Into<Vec<u8>>,
+        eof: bool,
+    ) -> Result<u64> {
+        let request = pb::WriteFifoRequest {
+            r#loop: loop_name.to_owned(),
+            fifo_id,
+            data: data.into(),
+            eof,
+        };
+        let r = self.process.clone().write_fifo(request).await?.into_inner();
+        Ok(r.buffered_bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

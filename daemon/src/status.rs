@@ -160,6 +160,34 @@ pub enum Error {
     /// A shell command while `[process] allow_shell` is off.
     #[error("shell commands are disabled: set [process] allow_shell = true, or pass argv")]
     ShellDisabled,
+    /// The FIFO is unknown on that loop.
+    #[error("fifo {id} not found on loop {loop_name:?}")]
+    FifoNotFound {
+        /// The loop asked.
+        loop_name: String,
+        /// The FIFO asked for.
+        id: u64,
+    },
+    /// A FIFO could not be opened.
+    #[error("cannot open fifo {path:?}: {source}")]
+    FifoOpen {
+        /// The path.
+        path: String,
+        /// What open(2) said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// ReadFifo on a FIFO opened for writing, or WriteFifo on one opened for reading.
+    #[error("fifo {id} was opened for {opened_for}")]
+    FifoDirection {
+        /// The FIFO.
+        id: u64,
+        /// `reading` or `writing`.
+        opened_for: &'static str,
+    },
+    /// The FIFO was closed.
+    #[error("fifo {0} is closed")]
+    FifoClosed(u64),
     /// A signal the daemon keeps for itself.
     #[error("signal {signal} is reserved: {why}")]
     SignalReserved {
@@ -209,6 +237,12 @@ impl Error {
             Error::SpawnFailed { source, .. } => spawn_code(source),
             Error::NotAPipe { .. } | Error::StdinClosed(_) => Code::FailedPrecondition,
             Error::ShellDisabled | Error::SignalReserved { .. } => Code::FailedPrecondition,
+            Error::FifoNotFound { .. } => Code::NotFound,
+            Error::FifoOpen { source, .. } => match source.raw_os_error() {
+                Some(libc::ENXIO) => Code::FailedPrecondition, // a writer with no reader
+                _ => spawn_code(source),
+            },
+            Error::FifoDirection { .. } | Error::FifoClosed(_) => Code::FailedPrecondition,
             Error::Internal(_) => Code::Internal,
         }
     }
@@ -234,8 +268,8 @@ fn engine_code(err: &loopd::Error) -> Code {
     }
 }
 
-/// A failed spawn: a program (or cwd) that is not there is NOT_FOUND, one that may not
-/// be run PERMISSION_DENIED.
+/// A failed spawn or open: a program (or path) that is not there is NOT_FOUND, one that
+/// may not be used PERMISSION_DENIED.
 fn spawn_code(err: &std::io::Error) -> Code {
     match err.kind() {
         std::io::ErrorKind::NotFound => Code::NotFound,

@@ -349,8 +349,7 @@ async fn spawn_many(client: &Client, n: usize, in_flight: usize) -> Vec<ProcessI
     let mut ids = Vec::with_capacity(n);
     for round in (0..n).collect::<Vec<_>>().chunks(in_flight) {
         let spawns = round.iter().map(|i| {
-            // A path: std's posix_spawn fast path (a bare name with PATH set makes it fork).
-            let cmd = Command::from_argv(["/bin/echo", &format!("child {i}")]);
+            let cmd = Command::from_argv(["echo", &format!("child {i}")]);
             let client = client.clone();
             async move { client.spawn("", &cmd).await.expect("spawn").process_id }
         });
@@ -702,4 +701,114 @@ async fn shutdown_terminates_children_by_group() {
         }
     }
     assert!(group_members(p.pgid).is_empty(), "the group is gone");
+}
+
+/// `future`'s output, or a panic after [`WAIT`].
+async fn bounded<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(WAIT, future)
+        .await
+        .expect("answered in time")
+}
+
+/// Joins a thread, or panics after [`WAIT`] (the thread is left behind).
+fn bounded_join<T: Send + 'static>(handle: std::thread::JoinHandle<T>) -> T {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !handle.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "thread still runs after {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    handle.join().expect("thread")
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL");
+    // SAFETY: `c` is a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+#[tokio::test]
+async fn fifos_carry_bytes_both_ways() {
+    let daemon = Daemon::start();
+    let client = client(&daemon).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("pipe");
+    mkfifo(&path);
+    let bytes = path.as_os_str().as_encoded_bytes().to_vec();
+    // The daemon reads, a local writer writes 3 MiB (more than the window) and closes.
+    let reading = bounded(client.open_fifo("", bytes.clone(), false, 0))
+        .await
+        .expect("open");
+    let mut reader = bounded(client.read_fifo("", reading, 0))
+        .await
+        .expect("read");
+    let payload: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    let writer_path = path.clone();
+    let sent = payload.clone();
+    let writer = std::thread::spawn(move || std::fs::write(writer_path, sent));
+    let mut got = Vec::new();
+    let read_all = async {
+        while let Some(chunk) = reader.next().await.expect("chunk") {
+            got.extend_from_slice(&chunk.data);
+        }
+    };
+    tokio::time::timeout(WAIT, read_all)
+        .await
+        .expect("read in time");
+    bounded_join(writer).expect("write");
+    assert!(got == payload, "{} of {} bytes", got.len(), payload.len());
+
+    // The daemon writes, a local reader reads.
+    let reader_path = path.clone();
+    let local = std::thread::spawn(move || std::fs::read(reader_path));
+    let deadline = std::time::Instant::now() + WAIT;
+    let writing = loop {
+        match bounded(client.open_fifo("", bytes.clone(), true, 0)).await {
+            Ok(id) => break id,
+            // ENXIO until the local reader has opened its end.
+            Err(err) if err.code() == Some(Code::FailedPrecondition) => {
+                assert!(std::time::Instant::now() < deadline, "{err}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(err) => panic!("{err}"),
+        }
+    };
+    let write = client.write_fifo("", writing, b"hello ".to_vec(), false);
+    bounded(write).await.expect("write");
+    let write = client.write_fifo("", writing, b"fifo".to_vec(), true);
+    bounded(write).await.expect("write+eof");
+    assert_eq!(bounded_join(local).expect("read"), b"hello fifo");
+    let (code, _) = failed(
+        client.write_fifo("", writing, b"x".to_vec(), false).await,
+        "closed",
+    );
+    assert_eq!(code, Code::FailedPrecondition);
+    let (code, message) = failed(client.read_fifo("", writing, 0).await, "a write fifo");
+    assert_eq!(code, Code::FailedPrecondition);
+    assert!(message.contains("writing"), "{message}");
+
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, b"x").expect("file");
+    let cases: Vec<(Vec<u8>, Code, &str)> = vec![
+        (
+            plain.as_os_str().as_encoded_bytes().to_vec(),
+            Code::InvalidArgument,
+            "not a FIFO",
+        ),
+        (b"/no/such/fifo".to_vec(), Code::NotFound, "/no/such/fifo"),
+        (b"".to_vec(), Code::InvalidArgument, "path"),
+        (b"/tmp/a\0b".to_vec(), Code::InvalidArgument, "NUL"),
+    ];
+    for (path, want, needle) in cases {
+        let (code, message) = failed(client.open_fifo("", path, false, 0).await, needle);
+        assert_eq!(code, want, "{message}");
+        assert!(message.contains(needle), "{message}");
+    }
+    let (code, _) = failed(
+        client.write_fifo("", 777_777, b"x".to_vec(), false).await,
+        "unknown",
+    );
+    assert_eq!(code, Code::NotFound);
 }

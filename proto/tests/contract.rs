@@ -249,6 +249,9 @@ fn every_service_and_rpc_is_present() {
                 "GetProcess",
                 "ListProcesses",
                 "ReadOutput",
+                "OpenFifo",
+                "ReadFifo",
+                "WriteFifo",
             ],
         ),
         (

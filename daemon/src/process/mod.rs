@@ -22,6 +22,7 @@
 //! - Exited processes are forgotten oldest first past `max_exited_kept`.
 
 pub mod env;
+pub mod fifo;
 pub mod signals;
 mod spec;
 
@@ -550,6 +551,7 @@ pub fn close_loop() {
     }
     drop(procs);
     signals::close_loop();
+    fifo::close_loop();
 }
 
 // ---- actions --------------------------------------------------------------------------

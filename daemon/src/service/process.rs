@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{Api, caller_uid, grpc_timeout, non_negative};
 use crate::bytestream::{CreditedRead, serve_credited};
-use crate::process::{self, Spec, signals};
+use crate::process::{self, Spec, fifo, signals};
 use crate::status::{Error, Result};
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ByteChunk, Status>> + Send>>;
@@ -86,6 +86,7 @@ fn output_fd(raw: i32) -> Result<i32> {
 #[tonic::async_trait]
 impl ProcessService for Api {
     type ReadOutputStream = ChunkStream;
+    type ReadFifoStream = ChunkStream;
 
     async fn spawn(
         &self,
@@ -232,5 +233,59 @@ impl ProcessService for Api {
             shutdown: self.daemon.shutdown.clone(),
         });
         Ok(Response::new(Box::pin(chunks)))
+    }
+
+    async fn open_fifo(
+        &self,
+        request: Request<pb::OpenFifoRequest>,
+    ) -> Result<Response<pb::OpenFifoResponse>, Status> {
+        let req = request.into_inner();
+        let path = fifo::check_path(&req.path)?;
+        let retain = req.retain_bytes.min(process::settings().max_retain_bytes);
+        let retain = usize::try_from(retain).unwrap_or(usize::MAX);
+        let shared = self.daemon.registry.get(&req.r#loop)?;
+        let write = req.write;
+        let fifo_id = shared
+            .call_later(move |ctx, tx| fifo::open_fifo(ctx, &path, write, retain, tx))
+            .await?;
+        Ok(Response::new(pb::OpenFifoResponse { fifo_id }))
+    }
+
+    async fn read_fifo(
+        &self,
+        request: Request<Streaming<pb::ReadFifoRequest>>,
+    ) -> Result<Response<Self::ReadFifoStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound.message().await?.ok_or_else(|| {
+            Error::invalid(
+                "ReadFifoRequest",
+                "none (the first message opens the stream)",
+            )
+        })?;
+        let shared = self.daemon.registry.get(&first.r#loop)?;
+        let id = first.fifo_id;
+        let stream = shared.call(move |ctx| fifo::stream(ctx, id)).await?;
+        let reader = stream.open(Some(first.from_offset)).map_err(Error::from)?;
+        let credits = futures_util::stream::once(async move { Ok(first.credit_bytes) })
+            .chain(inbound.map(|m| m.map(|m| m.credit_bytes)));
+        let chunks = serve_credited(CreditedRead {
+            reader,
+            credits: Box::pin(credits),
+            shutdown: self.daemon.shutdown.clone(),
+        });
+        Ok(Response::new(Box::pin(chunks)))
+    }
+
+    async fn write_fifo(
+        &self,
+        request: Request<pb::WriteFifoRequest>,
+    ) -> Result<Response<pb::WriteFifoResponse>, Status> {
+        let req = request.into_inner();
+        let shared = self.daemon.registry.get(&req.r#loop)?;
+        let (id, data, eof) = (req.fifo_id, req.data, req.eof);
+        let buffered_bytes = shared
+            .call(move |ctx| fifo::write(ctx, id, &data, eof))
+            .await?;
+        Ok(Response::new(pb::WriteFifoResponse { buffered_bytes }))
     }
 }

@@ -103,21 +103,24 @@ impl Drop for Daemon {
 }
 
 /// Waits at most [`WAIT`] for `child` to exit, killing it (by pid) if it does not.
-pub fn wait_output(mut child: Child) -> Output {
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        if child.try_wait().expect("try_wait").is_some() {
-            return child.wait_with_output().expect("loopctl output");
+/// Its output is read while it runs, so output larger than a pipe's buffer (e.g. the
+/// completion scripts) cannot stall it.
+pub fn wait_output(child: Child) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(output) => output.expect("loopctl output"),
+        Err(_) => {
+            let pid = libc::pid_t::try_from(pid).expect("pid fits");
+            // SAFETY: kill has no memory effects; the pid is our own child, unreaped
+            // (the waiting thread reaps it once it dies).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("loopctl did not exit within {WAIT:?}");
         }
-        std::thread::sleep(Duration::from_millis(5));
     }
-    let _ = child.kill();
-    let output = child.wait_with_output().expect("loopctl output");
-    panic!(
-        "loopctl did not exit within {WAIT:?}; stdout: {:?}, stderr: {:?}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// The `loopd` binary next to `loopctl`, built first if it is missing.

@@ -14,6 +14,8 @@ const PROTOS: &[&str] = &[
     "loopd/v1/daemon.proto",
     "loopd/v1/streams.proto",
     "loopd/v1/net.proto",
+    "loopd/v1/process.proto",
+    "loopd/v1/signals.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -40,6 +40,8 @@ pub struct Client {
     pub(crate) events: pb::event_service_client::EventServiceClient<Channel>,
     pub(crate) daemon: pb::daemon_service_client::DaemonServiceClient<Channel>,
     pub(crate) net: pb::net_service_client::NetServiceClient<Channel>,
+    pub(crate) process: pb::process_service_client::ProcessServiceClient<Channel>,
+    pub(crate) signals: pb::signal_service_client::SignalServiceClient<Channel>,
 }
 
 impl Client {
@@ -82,8 +84,10 @@ impl Client {
             futures: pb::future_service_client::FutureServiceClient::new(channel.clone()),
             events: pb::event_service_client::EventServiceClient::new(channel.clone()),
             daemon: pb::daemon_service_client::DaemonServiceClient::new(channel.clone()),
-            net: pb::net_service_client::NetServiceClient::new(channel)
+            net: pb::net_service_client::NetServiceClient::new(channel.clone())
                 .max_decoding_message_size(usize::MAX),
+            process: pb::process_service_client::ProcessServiceClient::new(channel.clone()),
+            signals: pb::signal_service_client::SignalServiceClient::new(channel),
         }
     }
 }

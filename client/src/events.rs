@@ -22,7 +22,8 @@ use crate::client::Client;
 use crate::convert::system_time;
 use crate::error::{Error, Result};
 use crate::futures::FutureState;
-use crate::ids::{FutureId, HandleId};
+use crate::ids::{FutureId, HandleId, ProcessId};
+use crate::process::{ExitStatus, OutputFd};
 use crate::scheduler::ActionKind;
 
 /// One kind of event, for filtering ([`SubscribeOptions::kinds`]).
@@ -65,11 +66,19 @@ pub enum EventKind {
     ReadingPaused,
     /// [`NetEvent::ReadingResumed`](crate::NetEvent::ReadingResumed).
     ReadingResumed,
+    /// [`EventBody::ProcessStarted`].
+    ProcessStarted,
+    /// [`EventBody::ProcessOutput`].
+    ProcessOutput,
+    /// [`EventBody::ProcessExited`].
+    ProcessExited,
+    /// [`EventBody::SignalReceived`].
+    SignalReceived,
 }
 
 impl EventKind {
     /// Every kind, in wire order.
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::TimerFired,
         EventKind::CallbackRun,
         EventKind::FutureDone,
@@ -88,6 +97,10 @@ impl EventKind {
         EventKind::ServerClosed,
         EventKind::ReadingPaused,
         EventKind::ReadingResumed,
+        EventKind::ProcessStarted,
+        EventKind::ProcessOutput,
+        EventKind::ProcessExited,
+        EventKind::SignalReceived,
     ];
 
     /// The kind's snake_case name, as `loopctl events --kind` takes it
@@ -112,6 +125,10 @@ impl EventKind {
             EventKind::ServerClosed => "server_closed",
             EventKind::ReadingPaused => "reading_paused",
             EventKind::ReadingResumed => "reading_resumed",
+            EventKind::ProcessStarted => "process_started",
+            EventKind::ProcessOutput => "process_output",
+            EventKind::ProcessExited => "process_exited",
+            EventKind::SignalReceived => "signal_received",
         }
     }
 
@@ -135,6 +152,10 @@ impl EventKind {
             EventKind::ServerClosed => pb::EventKind::ServerClosed,
             EventKind::ReadingPaused => pb::EventKind::ReadingPaused,
             EventKind::ReadingResumed => pb::EventKind::ReadingResumed,
+            EventKind::ProcessStarted => pb::EventKind::ProcessStarted,
+            EventKind::ProcessOutput => pb::EventKind::ProcessOutput,
+            EventKind::ProcessExited => pb::EventKind::ProcessExited,
+            EventKind::SignalReceived => pb::EventKind::SignalReceived,
         };
         kind as i32
     }
@@ -149,7 +170,7 @@ impl fmt::Display for EventKind {
 /// The error of parsing an unknown [`EventKind`] name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown event kind {0:?} (expected one of timer_fired, callback_run, future_done, loop_started, loop_stopped, loop_closed, gap, connection_made, data_received, eof_received, connection_lost, pause_writing, resume_writing, datagram_received, error_received, server_closed, reading_paused, reading_resumed)"
+    "unknown event kind {0:?} (expected one of timer_fired, callback_run, future_done, loop_started, loop_stopped, loop_closed, gap, connection_made, data_received, eof_received, connection_lost, pause_writing, resume_writing, datagram_received, error_received, server_closed, reading_paused, reading_resumed, process_started, process_output, process_exited, signal_received)"
 )]
 pub struct UnknownEventKind(pub String);
 
@@ -223,8 +244,64 @@ pub enum EventBody {
     },
     /// A transport, server or datagram endpoint event (NetService).
     Net(crate::net::NetEvent),
+    /// A process started; before every other event of the process.
+    ProcessStarted {
+        /// loopd's id of the process.
+        process_id: ProcessId,
+        /// Its pid.
+        pid: u32,
+        /// Its process group when it leads one; 0 otherwise.
+        pgid: u32,
+        /// Its argv.
+        argv: Vec<Vec<u8>>,
+    },
+    /// A process wrote to stdout or stderr (the event may hold only the first bytes:
+    /// read [`Client::read_output`] for all of it).
+    ProcessOutput {
+        /// The process.
+        process_id: ProcessId,
+        /// stdout or stderr.
+        fd: OutputFd,
+        /// Offset of `data[0]` in that stream.
+        offset: u64,
+        /// The bytes (the first ones, if truncated).
+        data: Vec<u8>,
+        /// Bytes of this read left out of `data`.
+        truncated_bytes: u64,
+    },
+    /// A process exited and its output ended: nothing of it follows.
+    ProcessExited {
+        /// The process.
+        process_id: ProcessId,
+        /// Its pid.
+        pid: u32,
+        /// How it ended.
+        exit: ExitStatus,
+    },
+    /// The daemon received a signal the loop handles, and the handler's action ran.
+    SignalReceived {
+        /// The signal number.
+        signal: i32,
+        /// Its name, e.g. SIGUSR1.
+        name: String,
+        /// The handler's action, as it ran.
+        ran: HandleRanAction,
+    },
     /// A kind this client does not know (sent by a newer daemon).
     Unknown,
+}
+
+/// What a signal handler's action did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandleRanAction {
+    /// The action's kind.
+    pub action: ActionKind,
+    /// The EmitEvent action's tag; empty for other actions.
+    pub tag: String,
+    /// The EmitEvent action's payload; empty for other actions.
+    pub payload: Vec<u8>,
+    /// Why the action failed; None if it succeeded.
+    pub error: Option<String>,
 }
 
 /// One fact about a loop.
@@ -254,6 +331,10 @@ impl Event {
             EventBody::LoopClosed => EventKind::LoopClosed,
             EventBody::Gap { .. } => EventKind::Gap,
             EventBody::Net(ref net) => net.kind(),
+            EventBody::ProcessStarted { .. } => EventKind::ProcessStarted,
+            EventBody::ProcessOutput { .. } => EventKind::ProcessOutput,
+            EventBody::ProcessExited { .. } => EventKind::ProcessExited,
+            EventBody::SignalReceived { .. } => EventKind::SignalReceived,
             EventBody::Unknown => return None,
         })
     }
@@ -310,6 +391,47 @@ impl From<pb::Event> for Event {
                 from_seq: g.from_seq,
                 to_seq: g.to_seq,
             },
+            Some(Kind::ProcessStarted(p)) => EventBody::ProcessStarted {
+                process_id: ProcessId(p.process_id),
+                pid: p.pid,
+                pgid: p.pgid,
+                argv: p.argv,
+            },
+            Some(Kind::ProcessOutput(o)) => EventBody::ProcessOutput {
+                process_id: ProcessId(o.process_id),
+                fd: if o.fd == pb::OutputFd::Stderr as i32 {
+                    OutputFd::Stderr
+                } else {
+                    OutputFd::Stdout
+                },
+                offset: o.offset,
+                data: o.data,
+                truncated_bytes: o.truncated_bytes,
+            },
+            Some(Kind::ProcessExited(x)) => {
+                let exit = x.exit.unwrap_or_default();
+                EventBody::ProcessExited {
+                    process_id: ProcessId(x.process_id),
+                    pid: x.pid,
+                    exit: ExitStatus {
+                        returncode: exit.returncode,
+                        duration: exit
+                            .duration
+                            .and_then(|d| d.try_into().ok())
+                            .unwrap_or_default(),
+                    },
+                }
+            }
+            Some(Kind::SignalReceived(r)) => EventBody::SignalReceived {
+                signal: r.signal,
+                name: r.name,
+                ran: HandleRanAction {
+                    action: ActionKind::from_wire(r.action),
+                    tag: r.tag,
+                    payload: r.payload,
+                    error: non_empty(r.error),
+                },
+            },
             Some(net) => {
                 crate::net::NetEvent::from_wire(net).map_or(EventBody::Unknown, EventBody::Net)
             }
@@ -344,6 +466,8 @@ pub struct SubscribeOptions {
     pub transport_ids: Vec<crate::TransportId>,
     /// Only events about these datagram endpoints (or the other ids).
     pub endpoint_ids: Vec<crate::EndpointId>,
+    /// Only events about these processes (or the other ids).
+    pub process_ids: Vec<ProcessId>,
 }
 
 /// A loop's events, one at a time ([`Client::subscribe`]).
@@ -405,6 +529,7 @@ impl Client {
             server_ids: options.server_ids.iter().map(|id| id.0).collect(),
             transport_ids: options.transport_ids.iter().map(|id| id.0).collect(),
             endpoint_ids: options.endpoint_ids.iter().map(|id| id.0).collect(),
+            process_ids: options.process_ids.iter().map(|id| id.0).collect(),
         };
         let batches = self.events.clone().subscribe(request).await?.into_inner();
         Ok(EventStream {

@@ -48,6 +48,11 @@ id_type!(
     FutureId
 );
 
+id_type!(
+    /// A child process started on a loop (ProcessService.Spawn), unique within the daemon.
+    ProcessId
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,9 +35,9 @@
 //! - [`client`]: [`Client`], and connecting to a [`Target`].
 //! - [`byte_stream`]: [`ByteReader`], reading a lossless byte stream with credits.
 //! - [`target`]: [`Target`] and [`default_socket_path`], shared with the daemon.
-//! - `loops`, `scheduler`, `futures`, `events`, `daemon`, `net`: one file per service,
-//!   each with its types and its `impl Client` methods. `net` has servers, connections,
-//!   their transports, read losslessly with a [`ByteReader`].
+//! - `loops`, `scheduler`, `futures`, `events`, `daemon`, `net`, `process`, `signals`: one
+//!   file per service, each with its types and its `impl Client` methods. `net` has
+//!   servers, connections and their transports, read losslessly with a [`ByteReader`].
 //! - [`error`]: the one [`Error`] enum; a daemon's answer keeps its gRPC code.
 //!
 //! # Limitations
@@ -55,7 +55,9 @@ mod futures;
 mod ids;
 mod loops;
 mod net;
+mod process;
 mod scheduler;
+mod signals;
 pub mod target;
 
 pub use byte_stream::{ByteChunk, ByteReader, StreamEnd};
@@ -63,19 +65,21 @@ pub use client::{Client, unix_channel};
 pub use daemon::{DaemonInfo, DaemonLimits, LatencyHistogram, LoopMetrics, Metrics};
 pub use error::{Code, Error, Result, code_name};
 pub use events::{
-    Event, EventBody, EventKind, EventStream, HandleRan, SubscribeOptions, TimerTiming,
-    UnknownEventKind,
+    Event, EventBody, EventKind, EventStream, HandleRan, HandleRanAction, SubscribeOptions,
+    TimerTiming, UnknownEventKind,
 };
 pub use futures::{CreatedFuture, FutureInfo, FutureState};
-pub use ids::{FutureId, HandleId};
+pub use ids::{FutureId, HandleId, ProcessId};
 pub use loops::{LoopInfo, LoopOptions, LoopState, LoopTime};
 pub use net::{
     ConnectOptions, Delivery, EndpointId, EndpointInfo, NetAddress, NetEvent, ServerId, ServerInfo,
     ServerOptions, ServerProtocol, TlsClient, TlsServer, TransportId, TransportInfo,
     TransportState,
 };
+pub use process::{Command, ExitStatus, OutputFd, ProcessInfo, ProcessState, Stdio};
 pub use scheduler::{
     Action, ActionKind, Batch, Callback, Cancelled, Entry, HandleFilter, HandleInfo, HandleKind,
     HandlePage, HandleState, ScheduleResults, Scheduled, When,
 };
+pub use signals::SignalHandler;
 pub use target::{Target, default_socket_path, socket_path_from};

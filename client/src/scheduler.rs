@@ -17,7 +17,8 @@ use tokio_stream::{Stream, StreamExt};
 use crate::client::Client;
 use crate::convert::{required, system_time, to_wire_duration, to_wire_time};
 use crate::error::{Error, Result};
-use crate::ids::{FutureId, HandleId};
+use crate::ids::{FutureId, HandleId, ProcessId};
+use crate::process::Command;
 
 /// What a handle does when the loop runs it: loopd's closed set of remote callbacks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +55,17 @@ pub enum Action {
         /// Abort: drop the write buffer.
         abort: bool,
     },
+    /// Send a signal to a process of the same loop (`transport.send_signal(sig)`).
+    SignalProcess {
+        /// The process.
+        process_id: ProcessId,
+        /// A number or a name (`"SIGTERM"`, `"term"`, `"15"`).
+        signal: String,
+        /// Signal the process's whole group.
+        to_group: bool,
+    },
+    /// Start a process (a failure to start it is the handle event's error).
+    SpawnProcess(Command),
 }
 
 impl Default for Action {
@@ -96,10 +108,12 @@ impl Action {
             Action::StopLoop => ActionKind::StopLoop,
             Action::WriteTransport { .. } => ActionKind::WriteTransport,
             Action::CloseTransport { .. } => ActionKind::CloseTransport,
+            Action::SignalProcess { .. } => ActionKind::SignalProcess,
+            Action::SpawnProcess(_) => ActionKind::SpawnProcess,
         }
     }
 
-    fn into_wire(self) -> pb::Action {
+    pub(crate) fn into_wire(self) -> pb::Action {
         use pb::action::Kind;
         let kind = match self {
             Action::EmitEvent { tag, payload } => {
@@ -125,12 +139,24 @@ impl Action {
                 transport_id: transport_id.0,
                 abort,
             }),
+            Action::SignalProcess {
+                process_id,
+                signal,
+                to_group,
+            } => Kind::SignalProcess(pb::SignalProcessAction {
+                process_id: process_id.0,
+                signal,
+                to_group,
+            }),
+            Action::SpawnProcess(command) => Kind::SpawnProcess(pb::SpawnProcessAction {
+                spec: Some(command.to_wire()),
+            }),
         };
         pb::Action { kind: Some(kind) }
     }
 
     /// From the wire; unset means the default action, as the contract says.
-    fn from_wire(action: Option<pb::Action>) -> Action {
+    pub(crate) fn from_wire(action: Option<pb::Action>) -> Action {
         use pb::action::Kind;
         match action.and_then(|a| a.kind) {
             None => Action::default(),
@@ -151,6 +177,14 @@ impl Action {
                 transport_id: crate::TransportId(c.transport_id),
                 abort: c.abort,
             },
+            Some(Kind::SignalProcess(a)) => Action::SignalProcess {
+                process_id: ProcessId(a.process_id),
+                signal: a.signal,
+                to_group: a.to_group,
+            },
+            Some(Kind::SpawnProcess(a)) => {
+                Action::SpawnProcess(Command::from_wire(a.spec.unwrap_or_default()))
+            }
         }
     }
 }
@@ -168,6 +202,10 @@ pub enum ActionKind {
     WriteTransport,
     /// [`Action::CloseTransport`].
     CloseTransport,
+    /// [`Action::SignalProcess`].
+    SignalProcess,
+    /// [`Action::SpawnProcess`].
+    SpawnProcess,
     /// A kind this client does not know (sent by a newer daemon), with its wire value.
     Unknown(i32),
 }
@@ -180,6 +218,8 @@ impl ActionKind {
             Ok(pb::ActionKind::StopLoop) => ActionKind::StopLoop,
             Ok(pb::ActionKind::WriteTransport) => ActionKind::WriteTransport,
             Ok(pb::ActionKind::CloseTransport) => ActionKind::CloseTransport,
+            Ok(pb::ActionKind::SignalProcess) => ActionKind::SignalProcess,
+            Ok(pb::ActionKind::SpawnProcess) => ActionKind::SpawnProcess,
             _ => ActionKind::Unknown(value),
         }
     }
@@ -193,6 +233,8 @@ impl fmt::Display for ActionKind {
             ActionKind::StopLoop => f.write_str("stop_loop"),
             ActionKind::WriteTransport => f.write_str("write_transport"),
             ActionKind::CloseTransport => f.write_str("close_transport"),
+            ActionKind::SignalProcess => f.write_str("signal_process"),
+            ActionKind::SpawnProcess => f.write_str("spawn_process"),
             ActionKind::Unknown(value) => write!(f, "unknown({value})"),
         }
     }

@@ -29,6 +29,58 @@ pub struct Config {
     pub limits: Limits,
     /// HTTP/2 and tower settings.
     pub server: ServerSettings,
+    /// Child processes (ProcessService).
+    pub process: ProcessSettings,
+    /// Signal handlers (SignalService).
+    pub signals: SignalSettings,
+}
+
+/// How the daemon runs child processes.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessSettings {
+    /// Whether `ProcessSpec.shell` (`/bin/sh -c`) is allowed.
+    pub allow_shell: bool,
+    /// Variables of the daemon's environment a child gets (unless the request sets them).
+    pub env_allowlist: Vec<String>,
+    /// Output bytes kept per stream for late readers when the request says 0.
+    pub default_retain_bytes: u64,
+    /// Most output bytes kept per stream; larger requests are lowered to it.
+    pub max_retain_bytes: u64,
+    /// Most bytes of one read copied into a ProcessOutput event.
+    pub event_output_bytes: usize,
+    /// Seconds between SIGTERM and SIGKILL for children at daemon shutdown.
+    pub kill_grace_secs: u64,
+    /// Most running processes per loop.
+    pub max_processes: usize,
+    /// Most exited processes a loop remembers (the oldest are forgotten first).
+    pub max_exited_kept: usize,
+}
+
+/// Which signals the daemon keeps for itself.
+#[derive(Clone, Debug, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignalSettings {
+    /// Shutdown signals (`SIGTERM`, `SIGINT`) handed over to SignalService clients:
+    /// the daemon stops listening to them.
+    pub handover: Vec<String>,
+}
+
+impl Default for ProcessSettings {
+    fn default() -> Self {
+        ProcessSettings {
+            allow_shell: false,
+            env_allowlist: ["PATH", "HOME", "LANG", "LC_ALL", "TZ"]
+                .map(String::from)
+                .to_vec(),
+            default_retain_bytes: 1024 * 1024,
+            max_retain_bytes: 64 * 1024 * 1024,
+            event_output_bytes: 1024,
+            kill_grace_secs: 5,
+            max_processes: 4096,
+            max_exited_kept: 256,
+        }
+    }
 }
 
 /// The tokio runtime of the front door.
@@ -110,6 +162,8 @@ impl Default for Config {
             runtime: Runtime::default(),
             limits: Limits::default(),
             server: ServerSettings::default(),
+            process: ProcessSettings::default(),
+            signals: SignalSettings::default(),
         }
     }
 }
@@ -192,6 +246,28 @@ impl Config {
         if self.runtime.worker_threads == 0 {
             bail!("runtime.worker_threads must be at least 1");
         }
+        self.validate_process()
+    }
+
+    fn validate_process(&self) -> anyhow::Result<()> {
+        let process = &self.process;
+        for name in &process.env_allowlist {
+            if crate::process::env::is_reserved(name.as_bytes()) {
+                bail!("process.env_allowlist names {name:?}, which belongs to the service manager");
+            }
+        }
+        if process.default_retain_bytes > process.max_retain_bytes {
+            bail!(
+                "process.default_retain_bytes {} is above process.max_retain_bytes {}",
+                process.default_retain_bytes,
+                process.max_retain_bytes
+            );
+        }
+        for name in &self.signals.handover {
+            if !matches!(name.as_str(), "SIGTERM" | "SIGINT") {
+                bail!("signals.handover: {name:?} is not SIGTERM or SIGINT");
+            }
+        }
         Ok(())
     }
 }
@@ -254,6 +330,15 @@ mod tests {
             ("[limits]\nevent_ring_capacity = 0", "event_ring_capacity"),
             ("[runtime]\nworker_threads = 0", "worker_threads"),
             ("[limits]\nmax_payload_bytes = -1", "max_payload_bytes"),
+            (
+                "[process]\nenv_allowlist = [\"NOTIFY_SOCKET\"]",
+                "NOTIFY_SOCKET",
+            ),
+            (
+                "[process]\ndefault_retain_bytes = 9999999999",
+                "default_retain_bytes",
+            ),
+            ("[signals]\nhandover = [\"SIGUSR1\"]", "SIGUSR1"),
         ] {
             let err = format!("{:#}", Config::parse(text).unwrap_err());
             assert!(err.contains(needle), "{text}: {err}");

@@ -221,6 +221,7 @@ pub struct Filter {
     kinds: HashSet<i32>,
     handles: HashSet<u64>,
     futures: HashSet<u64>,
+    processes: HashSet<u64>,
     net: NetFilter,
 }
 
@@ -275,6 +276,7 @@ impl Filter {
             handles: handles.iter().copied().collect(),
             futures: futures.iter().copied().collect(),
             net: NetFilter::default(),
+            processes: HashSet::new(),
         })
     }
 
@@ -289,6 +291,12 @@ impl Filter {
         self
     }
 
+    /// Also passes events about these processes (SubscribeRequest.process_ids).
+    pub fn with_processes(mut self, processes: &[u64]) -> Self {
+        self.processes = processes.iter().copied().collect();
+        self
+    }
+
     fn passes(&self, event: &pb::Event) -> bool {
         let Some(kind) = &event.kind else {
             return false;
@@ -296,7 +304,11 @@ impl Filter {
         if !self.kinds.is_empty() && !self.kinds.contains(&(kind_of(kind) as i32)) {
             return false;
         }
-        if self.handles.is_empty() && self.futures.is_empty() && self.net.is_empty() {
+        if self.handles.is_empty()
+            && self.futures.is_empty()
+            && self.net.is_empty()
+            && self.processes.is_empty()
+        {
             return true;
         }
         if let Some(passes) = self.net.passes(kind) {
@@ -306,6 +318,9 @@ impl Filter {
             Kind::TimerFired(e) => self.handles.contains(&e.handle_id),
             Kind::CallbackRun(e) => self.handles.contains(&e.handle_id),
             Kind::FutureDone(e) => self.futures.contains(&e.future_id),
+            Kind::ProcessStarted(e) => self.processes.contains(&e.process_id),
+            Kind::ProcessOutput(e) => self.processes.contains(&e.process_id),
+            Kind::ProcessExited(e) => self.processes.contains(&e.process_id),
             _ => true,
         }
     }
@@ -331,6 +346,10 @@ fn kind_of(kind: &Kind) -> pb::EventKind {
         Kind::ServerClosed(_) => pb::EventKind::ServerClosed,
         Kind::ReadingPaused(_) => pb::EventKind::ReadingPaused,
         Kind::ReadingResumed(_) => pb::EventKind::ReadingResumed,
+        Kind::ProcessStarted(_) => pb::EventKind::ProcessStarted,
+        Kind::ProcessOutput(_) => pb::EventKind::ProcessOutput,
+        Kind::ProcessExited(_) => pb::EventKind::ProcessExited,
+        Kind::SignalReceived(_) => pb::EventKind::SignalReceived,
     }
 }
 

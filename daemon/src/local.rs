@@ -256,17 +256,21 @@ fn release(held: &mut HashMap<u32, usize>, uid: u32) {
     }
 }
 
-fn action_kind(action: Option<&pb::Action>) -> pb::ActionKind {
+/// The kind of an action, for events.
+pub(crate) fn action_kind(action: Option<&pb::Action>) -> pb::ActionKind {
     match action.and_then(|a| a.kind.as_ref()) {
         None | Some(ActionKind::EmitEvent(_)) => pb::ActionKind::EmitEvent,
         Some(ActionKind::ResolveFuture(_)) => pb::ActionKind::ResolveFuture,
         Some(ActionKind::StopLoop(_)) => pb::ActionKind::StopLoop,
         Some(ActionKind::WriteTransport(_)) => pb::ActionKind::WriteTransport,
         Some(ActionKind::CloseTransport(_)) => pb::ActionKind::CloseTransport,
+        Some(ActionKind::SignalProcess(_)) => pb::ActionKind::SignalProcess,
+        Some(ActionKind::SpawnProcess(_)) => pb::ActionKind::SpawnProcess,
     }
 }
 
-fn tag_and_payload(action: Option<&pb::Action>) -> (String, Vec<u8>) {
+/// An EmitEventAction's tag and payload; empty for other actions.
+pub(crate) fn tag_and_payload(action: Option<&pb::Action>) -> (String, Vec<u8>) {
     match action.and_then(|a| a.kind.as_ref()) {
         Some(ActionKind::EmitEvent(e)) => (e.tag.clone(), e.payload.clone()),
         _ => (String::new(), Vec::new()),
@@ -350,7 +354,15 @@ impl LoopCtx {
                 id,
             });
         }
+        if let Some(kind) = action.and_then(|a| a.kind.as_ref()) {
+            crate::process::check_action_target(self, kind)?;
+        }
         Ok(())
+    }
+
+    /// NOT_FOUND if the future or process an action names is not on this loop.
+    pub fn check_target(&self, action: Option<&pb::Action>) -> Result<()> {
+        self.check_action_target(&self.state.borrow(), action)
     }
 
     fn schedule_one(
@@ -474,7 +486,8 @@ impl LoopCtx {
         self.emit(event);
     }
 
-    fn run_action(&self, action: Option<&pb::Action>) -> Result<()> {
+    /// Runs an action on the loop (a handle's or a signal handler's).
+    pub(crate) fn run_action(&self, action: Option<&pb::Action>) -> Result<()> {
         match action.and_then(|a| a.kind.as_ref()) {
             None | Some(ActionKind::EmitEvent(_)) => Ok(()),
             Some(ActionKind::StopLoop(_)) => {
@@ -490,6 +503,8 @@ impl LoopCtx {
             Some(ActionKind::CloseTransport(c)) => {
                 self.net_run_action(c.transport_id, None, c.abort)
             }
+            Some(ActionKind::SignalProcess(a)) => crate::process::run_signal_action(self, a),
+            Some(ActionKind::SpawnProcess(a)) => crate::process::run_spawn_action(self, a),
         }
     }
 

@@ -343,6 +343,7 @@ impl LoopCtx {
             return Err(Error::LoopRunning(self.name.clone()));
         }
         if !self.closed.replace(true) {
+            crate::process::close_loop();
             self.lp.close()?;
             self.emit(EventKind::LoopClosed(pb::LoopClosed {}));
             self.shared.ring.close();

@@ -8,6 +8,7 @@
 //! - `loops`: the loop policy: one thread per named loop, reached by jobs.
 //! - `local`: what a loop thread keeps: handles, futures, idempotency keys.
 //! - `events`: each loop's event ring and its subscribers.
+//! - `process`: each loop's child processes and signal handlers, on its thread.
 //! - `service`: the gRPC services, thin: validate, hand off, convert.
 //! - `status`: the one error type and its gRPC codes.
 //!
@@ -15,7 +16,7 @@
 //! - Unix socket only (no TCP/TLS yet). The caller's uid (from the socket's peer
 //!   credentials) is recorded on every loop, handle and future and drives the quotas;
 //!   access control (roles) is not enforced yet.
-//! - Durable timers, transports, processes and signals are not served yet; no admin HTTP
+//! - Durable timers and transports are not served yet; no admin HTTP
 //!   port (Prometheus, dashboard) yet.
 
 // Used by the net and process services, which land next.
@@ -26,6 +27,7 @@ mod events;
 mod local;
 mod loops;
 mod net;
+mod process;
 mod server;
 mod service;
 mod socket;

@@ -5,7 +5,9 @@
 //! SIGTERM or SIGINT flips the shutdown watch: new requests get UNAVAILABLE, open
 //! Subscribe and WaitFuture calls end with UNAVAILABLE (tonic's graceful shutdown
 //! would otherwise wait forever for server streams), health turns NOT_SERVING, the
-//! server drains for at most `shutdown_grace_secs`, then every loop stops and closes.
+//! server drains for at most `shutdown_grace_secs`, every child process group gets
+//! SIGTERM (SIGKILL after `process.kill_grace_secs`), then every loop stops and closes.
+//! A signal listed in `signals.handover` does not shut down: SignalService clients own it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -14,7 +16,7 @@ use anyhow::Context;
 use loopd_proto::NetServiceServer;
 use loopd_proto::{
     DaemonServiceServer, EventServiceServer, FutureServiceServer, LoopServiceServer,
-    SchedulerServiceServer,
+    ProcessServiceServer, SchedulerServiceServer, SignalServiceServer,
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -42,6 +44,8 @@ pub async fn serve(
     bound: Bound,
     state_dir: std::path::PathBuf,
 ) -> anyhow::Result<()> {
+    crate::process::cloexec_inherited_fds();
+    crate::process::configure(config.process.clone(), config.signals.clone());
     let registry = Registry::new(config.limits.clone())
         .await
         .context("starting the default loop")?;
@@ -73,6 +77,8 @@ pub async fn serve(
         .add_service(limit!(FutureServiceServer::new(api.clone()), max))
         .add_service(limit!(EventServiceServer::new(api.clone()), max))
         .add_service(limit!(NetServiceServer::new(api.clone()), max))
+        .add_service(limit!(ProcessServiceServer::new(api.clone()), max))
+        .add_service(limit!(SignalServiceServer::new(api.clone()), max))
         .add_service(limit!(DaemonServiceServer::new(api), max));
 
     let listener = tokio::net::UnixListener::from_std(bound.listener.try_clone()?)
@@ -84,7 +90,7 @@ pub async fn serve(
     }));
     tracing::info!(socket = %bound.path.display(), pid = std::process::id(), "loopd serving");
 
-    wait_for_signal().await?;
+    wait_for_signal(&config.signals.handover).await?;
     tracing::info!("shutting down");
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     set_health(&health, ServingStatus::NotServing).await;
@@ -96,6 +102,8 @@ pub async fn serve(
         Ok(Err(err)) => tracing::warn!("server task failed: {err}"),
         Err(_) => tracing::warn!("open calls did not end within {grace:?}; leaving anyway"),
     }
+    let kill_grace = Duration::from_secs(config.process.kill_grace_secs);
+    crate::process::shutdown(&daemon.registry, kill_grace).await;
     daemon.registry.shutdown(Duration::from_secs(1)).await;
     drop(bound);
     tracing::info!("stopped");
@@ -182,6 +190,8 @@ async fn set_health(health: &tonic_health::server::HealthReporter, status: Servi
         <SchedulerServiceServer<Api> as NamedService>::NAME,
         <FutureServiceServer<Api> as NamedService>::NAME,
         <EventServiceServer<Api> as NamedService>::NAME,
+        <ProcessServiceServer<Api> as NamedService>::NAME,
+        <SignalServiceServer<Api> as NamedService>::NAME,
         <DaemonServiceServer<Api> as NamedService>::NAME,
     ];
     for name in names {
@@ -189,12 +199,28 @@ async fn set_health(health: &tonic_health::server::HealthReporter, status: Servi
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+/// Receives from a signal stream; never, for a signal the daemon does not listen to.
+async fn recv(stream: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match stream {
+        Some(stream) => stream.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for SIGTERM or SIGINT, except those the config hands over to SignalService.
+async fn wait_for_signal(handover: &[String]) -> anyhow::Result<()> {
+    let listen = |name: &str, kind: SignalKind| -> anyhow::Result<_> {
+        if handover.iter().any(|h| h == name) {
+            return Ok(None);
+        }
+        let stream = signal(kind).with_context(|| format!("installing the {name} handler"))?;
+        Ok(Some(stream))
+    };
+    let mut term = listen("SIGTERM", SignalKind::terminate())?;
+    let mut int = listen("SIGINT", SignalKind::interrupt())?;
     tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+        _ = recv(&mut term) => tracing::info!("SIGTERM received"),
+        _ = recv(&mut int) => tracing::info!("SIGINT received"),
     }
     Ok(())
 }

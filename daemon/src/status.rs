@@ -121,6 +121,81 @@ pub enum Error {
     /// The engine refused.
     #[error(transparent)]
     Engine(#[from] loopd::Error),
+    /// The process is unknown on that loop (or was forgotten).
+    #[error("process {id} not found on loop {loop_name:?}")]
+    ProcessNotFound {
+        /// The loop asked.
+        loop_name: String,
+        /// The process asked for.
+        id: u64,
+    },
+    /// Spawn past `process.max_processes` running processes on one loop.
+    #[error("too many processes on loop {loop_name:?}: the limit is {limit} running")]
+    TooManyProcesses {
+        /// The loop.
+        loop_name: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// The program could not be started; the code follows the OS error.
+    #[error("cannot start program {program:?}: {source}")]
+    SpawnFailed {
+        /// argv[0].
+        program: String,
+        /// What execve (or the spawn) said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The process's stdin, stdout or stderr is not a pipe to the daemon.
+    #[error("fd {fd} of process {id} is not a pipe")]
+    NotAPipe {
+        /// The process.
+        id: u64,
+        /// The fd asked for.
+        fd: i32,
+    },
+    /// The process's stdin is closed.
+    #[error("stdin of process {0} is closed")]
+    StdinClosed(u64),
+    /// A shell command while `[process] allow_shell` is off.
+    #[error("shell commands are disabled: set [process] allow_shell = true, or pass argv")]
+    ShellDisabled,
+    /// The FIFO is unknown on that loop.
+    #[error("fifo {id} not found on loop {loop_name:?}")]
+    FifoNotFound {
+        /// The loop asked.
+        loop_name: String,
+        /// The FIFO asked for.
+        id: u64,
+    },
+    /// A FIFO could not be opened.
+    #[error("cannot open fifo {path:?}: {source}")]
+    FifoOpen {
+        /// The path.
+        path: String,
+        /// What open(2) said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// ReadFifo on a FIFO opened for writing, or WriteFifo on one opened for reading.
+    #[error("fifo {id} was opened for {opened_for}")]
+    FifoDirection {
+        /// The FIFO.
+        id: u64,
+        /// `reading` or `writing`.
+        opened_for: &'static str,
+    },
+    /// The FIFO was closed.
+    #[error("fifo {0} is closed")]
+    FifoClosed(u64),
+    /// A signal the daemon keeps for itself.
+    #[error("signal {signal} is reserved: {why}")]
+    SignalReserved {
+        /// The signal, named and numbered.
+        signal: String,
+        /// Why.
+        why: &'static str,
+    },
     /// Something that is the daemon's fault.
     #[error("internal error: {0}")]
     Internal(String),
@@ -216,6 +291,17 @@ impl Error {
             Error::ShuttingDown => Code::Unavailable,
             Error::Entry { source, .. } => source.code(),
             Error::Engine(err) => engine_code(err),
+            Error::ProcessNotFound { .. } => Code::NotFound,
+            Error::TooManyProcesses { .. } => Code::ResourceExhausted,
+            Error::SpawnFailed { source, .. } => spawn_code(source),
+            Error::NotAPipe { .. } | Error::StdinClosed(_) => Code::FailedPrecondition,
+            Error::ShellDisabled | Error::SignalReserved { .. } => Code::FailedPrecondition,
+            Error::FifoNotFound { .. } => Code::NotFound,
+            Error::FifoOpen { source, .. } => match source.raw_os_error() {
+                Some(libc::ENXIO) => Code::FailedPrecondition, // a writer with no reader
+                _ => spawn_code(source),
+            },
+            Error::FifoDirection { .. } | Error::FifoClosed(_) => Code::FailedPrecondition,
             Error::Internal(_) => Code::Internal,
             Error::ServerNotFound { .. } | Error::TransportNotFound { .. } => Code::NotFound,
             Error::TransportClosed(_) | Error::TransportWrite { .. } | Error::NoByteStream(_) => {
@@ -250,6 +336,12 @@ fn engine_code(err: &loopd::Error) -> Code {
         loopd::Error::TransportClosing
         | loopd::Error::WriteAfterEof
         | loopd::Error::ServerClosed => Code::FailedPrecondition,
+        loopd::Error::InvalidSignal(_) | loopd::Error::UncatchableSignal(_) => {
+            Code::InvalidArgument
+        }
+        loopd::Error::PipeClosed { .. } | loopd::Error::ProcessLookup(_) => {
+            Code::FailedPrecondition
+        }
         loopd::Error::TlsConfig { .. } => Code::InvalidArgument,
         loopd::Error::TlsHandshake { .. } => Code::Unavailable,
         loopd::Error::HandshakeTimeout { .. } => Code::DeadlineExceeded,
@@ -260,6 +352,19 @@ fn engine_code(err: &loopd::Error) -> Code {
             Code::FailedPrecondition
         }
         _ => Code::Internal,
+    }
+}
+
+/// A failed spawn or open: a program (or path) that is not there is NOT_FOUND, one that
+/// may not be used PERMISSION_DENIED.
+fn spawn_code(err: &std::io::Error) -> Code {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => Code::NotFound,
+        std::io::ErrorKind::PermissionDenied => Code::PermissionDenied,
+        _ => match err.raw_os_error() {
+            Some(libc::ENOEXEC | libc::ENOTDIR | libc::E2BIG) => Code::InvalidArgument,
+            _ => Code::Internal,
+        },
     }
 }
 
@@ -319,6 +424,35 @@ mod tests {
                 "entry 3",
             ),
             (Error::ShuttingDown, Code::Unavailable, "shutting down"),
+            (
+                Error::SpawnFailed {
+                    program: "nope-cmd".into(),
+                    source: std::io::Error::from_raw_os_error(libc::ENOENT),
+                },
+                Code::NotFound,
+                "nope-cmd",
+            ),
+            (
+                Error::SpawnFailed {
+                    program: "/etc/passwd".into(),
+                    source: std::io::Error::from_raw_os_error(libc::EACCES),
+                },
+                Code::PermissionDenied,
+                "/etc/passwd",
+            ),
+            (
+                Error::ProcessNotFound {
+                    loop_name: "default".into(),
+                    id: 99,
+                },
+                Code::NotFound,
+                "process 99",
+            ),
+            (
+                Error::ShellDisabled,
+                Code::FailedPrecondition,
+                "allow_shell",
+            ),
             (
                 Error::Engine(loopd::Error::Closed),
                 Code::FailedPrecondition,

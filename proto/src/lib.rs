@@ -38,6 +38,11 @@ pub use pb::{
     scheduler_service_client::SchedulerServiceClient, scheduler_service_server::SchedulerService,
     scheduler_service_server::SchedulerServiceServer,
 };
+pub use pb::{
+    process_service_client::ProcessServiceClient, process_service_server::ProcessService,
+    process_service_server::ProcessServiceServer, signal_service_client::SignalServiceClient,
+    signal_service_server::SignalService, signal_service_server::SignalServiceServer,
+};
 
 pub use pb::{
     net_service_client::NetServiceClient, net_service_server::NetService,

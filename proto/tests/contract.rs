@@ -264,6 +264,32 @@ fn every_service_and_rpc_is_present() {
             ],
         ),
         (
+            "loopd.v1.ProcessService",
+            vec![
+                "Spawn",
+                "WriteStdin",
+                "CloseStdin",
+                "SendSignal",
+                "Terminate",
+                "Kill",
+                "Wait",
+                "GetProcess",
+                "ListProcesses",
+                "ReadOutput",
+                "OpenFifo",
+                "ReadFifo",
+                "WriteFifo",
+            ],
+        ),
+        (
+            "loopd.v1.SignalService",
+            vec![
+                "AddSignalHandler",
+                "RemoveSignalHandler",
+                "ListSignalHandlers",
+            ],
+        ),
+        (
             "loopd.v1.SchedulerService",
             vec![
                 "CallSoon",

@@ -3,7 +3,8 @@
 //! # Invariants
 //! - Exit status 0 on success, 1 when a command fails (the message on stderr starts
 //!   with `loopctl: ` and, for a daemon's answer, names its gRPC code), 2 for bad usage
-//!   (clap's own errors, which name the bad value).
+//!   (clap's own errors, which name the bad value); `run` and `proc wait` exit with the
+//!   child's status instead (128 + N for signal N).
 //! - A closed stdout (`loopctl events --follow | head -1`) exits 0 quietly.
 //! - Only commands that need the daemon connect to it (`completions` does not).
 
@@ -16,8 +17,11 @@ mod future;
 mod loops;
 mod metrics;
 mod output;
+mod proc;
+mod run;
 mod sendfile;
 mod server;
+mod signal;
 mod status;
 mod time;
 mod timer;
@@ -90,6 +94,11 @@ enum Command {
     Future(future::FutureCommand),
     Events(events::EventsArgs),
     Metrics(metrics::MetricsArgs),
+    Run(run::RunArgs),
+    #[command(subcommand)]
+    Proc(proc::ProcCommand),
+    #[command(subcommand)]
+    Signal(signal::SignalCommand),
     Completions(completions::CompletionsArgs),
     #[command(subcommand)]
     Server(server::ServerCommand),
@@ -146,6 +155,9 @@ async fn run(cli: Cli, w: &mut dyn Write) -> Result<()> {
         Command::Future(cmd) => cmd.run(&mut ctx).await,
         Command::Events(args) => args.run(&mut ctx).await,
         Command::Metrics(args) => args.run(&mut ctx).await,
+        Command::Run(args) => args.run(&mut ctx).await,
+        Command::Proc(cmd) => cmd.run(&mut ctx).await,
+        Command::Signal(cmd) => cmd.run(&mut ctx).await,
         Command::Completions(args) => args.run(&mut ctx),
         Command::Server(cmd) => cmd.run(&mut ctx).await,
         Command::Conn(cmd) => cmd.run(&mut ctx).await,
@@ -155,9 +167,25 @@ async fn run(cli: Cli, w: &mut dyn Write) -> Result<()> {
     }
 }
 
+/// Ends loopctl with this exit status and no message (`run` and `proc wait` pass on a
+/// child's status).
+#[derive(Debug)]
+pub struct ExitWith(pub u8);
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
 fn exit_status(outcome: Result<()>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.downcast_ref::<ExitWith>().is_some() => {
+            ExitCode::from(err.downcast_ref::<ExitWith>().map_or(1, |e| e.0))
+        }
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             let _ = writeln!(io::stderr(), "loopctl: {}", message(&err));

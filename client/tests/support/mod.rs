@@ -102,47 +102,25 @@ impl Drop for Daemon {
     }
 }
 
-/// Waits at most [`WAIT`] for `child` to exit, killing it (by pid) if it does not. Its
-/// stdout and stderr are drained meanwhile, so output beyond a pipe's buffer (64 KiB)
-/// cannot block it.
-pub fn wait_output(mut child: Child) -> Output {
-    fn drain(
-        pipe: Option<impl std::io::Read + Send + 'static>,
-    ) -> std::thread::JoinHandle<Vec<u8>> {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    }
-    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
-    let deadline = Instant::now() + WAIT;
-    let mut status = None;
-    while Instant::now() < deadline {
-        status = child.try_wait().expect("try_wait");
-        if status.is_some() {
-            break;
+/// Waits at most [`WAIT`] for `child` to exit, killing it (by pid) if it does not.
+/// Its output is read while it runs, so output larger than a pipe's buffer (e.g. the
+/// completion scripts) cannot stall it.
+pub fn wait_output(child: Child) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(output) => output.expect("loopctl output"),
+        Err(_) => {
+            let pid = libc::pid_t::try_from(pid).expect("pid fits");
+            // SAFETY: kill has no memory effects; the pid is our own child, unreaped
+            // (the waiting thread reaps it once it dies).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("loopctl did not exit within {WAIT:?}");
         }
-        std::thread::sleep(Duration::from_millis(5));
     }
-    if status.is_none() {
-        let _ = child.kill();
-    }
-    let output = Output {
-        status: child.wait().expect("loopctl status"),
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    };
-    if status.is_none() {
-        panic!(
-            "loopctl did not exit within {WAIT:?}; stdout: {:?}, stderr: {:?}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    output
 }
 
 /// The `loopd` binary next to `loopctl`, built first if it is missing.

@@ -44,11 +44,9 @@ impl EventService for Api {
         let req = request.into_inner();
         let registry = &self.daemon.registry;
         let shared = registry.get(&req.r#loop)?;
-        let filter = Filter::new(&req.kinds, &req.handle_ids, &req.future_ids)?.with_net(
-            &req.server_ids,
-            &req.transport_ids,
-            &req.endpoint_ids,
-        );
+        let filter = Filter::new(&req.kinds, &req.handle_ids, &req.future_ids)?
+            .with_net(&req.server_ids, &req.transport_ids, &req.endpoint_ids)
+            .with_processes(&req.process_ids);
         let cursor = shared.ring.start_cursor(req.since_seq)?;
         let slot = SubscriberSlot::acquire(
             &registry.subscribers,

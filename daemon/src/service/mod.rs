@@ -11,7 +11,9 @@ mod events;
 mod futures;
 mod loops;
 mod net;
+mod process;
 mod scheduler;
+mod signals;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
@@ -141,6 +143,9 @@ fn check_action(action: Option<&pb::Action>, limits: &Limits) -> Result<()> {
                 return Err(Error::invalid("transport_id", "0 (ids start at 1)"));
             }
             Ok(())
+        }
+        Some(kind @ (ActionKind::SignalProcess(_) | ActionKind::SpawnProcess(_))) => {
+            crate::process::check_action(kind)
         }
     }
 }

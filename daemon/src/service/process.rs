@@ -1,0 +1,291 @@
+//! ProcessService: child processes of a loop, their stdin, signals, exit and output.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use loopd_proto::ProcessService;
+use loopd_proto::pb;
+use tokio::sync::oneshot;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Api, caller_uid, grpc_timeout, non_negative};
+use crate::bytestream::{CreditedRead, serve_credited};
+use crate::process::{self, Spec, fifo, signals};
+use crate::status::{Error, Result};
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ByteChunk, Status>> + Send>>;
+
+/// How much sooner than the call's deadline Wait answers (see FutureService.WaitFuture).
+const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
+
+impl Api {
+    async fn wait_process(
+        &self,
+        loop_name: &str,
+        id: u64,
+        timeout: Option<Duration>,
+        deadline: Option<Duration>,
+    ) -> Result<pb::ProcessInfo> {
+        let shared = self.daemon.registry.get(loop_name)?;
+        let (tx, rx) = oneshot::channel();
+        if let Some(done) = shared.call(move |ctx| process::wait(ctx, id, tx)).await? {
+            return Ok(done);
+        }
+        let deadline = deadline.map(|d| d.saturating_sub(DEADLINE_MARGIN.min(d / 10)));
+        let (limit, on_limit_get) = match (timeout, deadline) {
+            (Some(t), Some(d)) if d < t => (Some(d), false),
+            (Some(t), _) => (Some(t), true),
+            (None, d) => (d, false),
+        };
+        let sleep = async {
+            match limit {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut shutdown = self.daemon.shutdown.clone();
+        tokio::select! {
+            done = rx => done.map_err(|_| shared.gone()),
+            () = sleep => {
+                if on_limit_get {
+                    shared.call(move |ctx| process::get(ctx, id)).await
+                } else {
+                    Err(Error::DeadlineExceeded(limit.unwrap_or_default(), id))
+                }
+            }
+            () = async { let _ = shutdown.wait_for(|down| *down).await; } => Err(Error::ShuttingDown),
+        }
+    }
+
+    async fn signal(
+        &self,
+        loop_name: &str,
+        id: u64,
+        sig: i32,
+        group: Option<bool>,
+    ) -> Result<bool> {
+        let shared = self.daemon.registry.get(loop_name)?;
+        shared
+            .call(move |ctx| match group {
+                Some(to_group) => process::send_signal(ctx, id, sig, to_group),
+                None => process::terminate(ctx, id, sig),
+            })
+            .await
+    }
+}
+
+fn output_fd(raw: i32) -> Result<i32> {
+    match pb::OutputFd::try_from(raw) {
+        Ok(pb::OutputFd::Stdout) => Ok(1),
+        Ok(pb::OutputFd::Stderr) => Ok(2),
+        _ => Err(Error::invalid("fd", format!("{raw} (STDOUT or STDERR)"))),
+    }
+}
+
+#[tonic::async_trait]
+impl ProcessService for Api {
+    type ReadOutputStream = ChunkStream;
+    type ReadFifoStream = ChunkStream;
+
+    async fn spawn(
+        &self,
+        request: Request<pb::SpawnRequest>,
+    ) -> Result<Response<pb::SpawnResponse>, Status> {
+        let uid = caller_uid(&request);
+        let req = request.into_inner();
+        let spec = Spec::check(req.spec.as_ref(), process::settings())?;
+        let shared = self.daemon.registry.get(&req.r#loop)?;
+        let info = shared
+            .call(move |ctx| process::spawn(ctx, uid, &spec))
+            .await?;
+        Ok(Response::new(pb::SpawnResponse {
+            process: Some(info),
+        }))
+    }
+
+    async fn write_stdin(
+        &self,
+        request: Request<pb::WriteStdinRequest>,
+    ) -> Result<Response<pb::WriteStdinResponse>, Status> {
+        let req = request.into_inner();
+        let shared = self.daemon.registry.get(&req.r#loop)?;
+        let (id, data, eof) = (req.process_id, req.data, req.eof);
+        let buffered_bytes = shared
+            .call(move |ctx| process::write_stdin(ctx, id, &data, eof))
+            .await?;
+        Ok(Response::new(pb::WriteStdinResponse { buffered_bytes }))
+    }
+
+    async fn close_stdin(
+        &self,
+        request: Request<pb::CloseStdinRequest>,
+    ) -> Result<Response<pb::CloseStdinResponse>, Status> {
+        let req = request.into_inner();
+        let shared = self.daemon.registry.get(&req.r#loop)?;
+        let id = req.process_id;
+        shared
+            .call(move |ctx| process::close_stdin(ctx, id))
+            .await?;
+        Ok(Response::new(pb::CloseStdinResponse {}))
+    }
+
+    async fn send_signal(
+        &self,
+        request: Request<pb::SendSignalRequest>,
+    ) -> Result<Response<pb::SendSignalResponse>, Status> {
+        let req = request.into_inner();
+        let sig = signals::parse(&req.signal)?;
+        let delivered = self
+            .signal(&req.r#loop, req.process_id, sig, Some(req.to_group))
+            .await?;
+        Ok(Response::new(pb::SendSignalResponse {
+            delivered,
+            signal: sig,
+        }))
+    }
+
+    async fn terminate(
+        &self,
+        request: Request<pb::TerminateRequest>,
+    ) -> Result<Response<pb::TerminateResponse>, Status> {
+        let req = request.into_inner();
+        let delivered = self
+            .signal(&req.r#loop, req.process_id, libc::SIGTERM, None)
+            .await?;
+        Ok(Response::new(pb::TerminateResponse { delivered }))
+    }
+
+    async fn kill(
+        &self,
+        request: Request<pb::KillRequest>,
+    ) -> Result<Response<pb::KillResponse>, Status> {
+        let req = request.into_inner();
+        let delivered = self
+            .signal(&req.r#loop, req.process_id, libc::SIGKILL, None)
+            .await?;
+        Ok(Response::new(pb::KillResponse { delivered }))
+    }
+
+    async fn wait(
+        &self,
+        request: Request<pb::WaitRequest>,
+    ) -> Result<Response<pb::WaitResponse>, Status> {
+        let deadline = grpc_timeout(request.metadata());
+        let req = request.into_inner();
+        let timeout = req
+            .timeout
+            .as_ref()
+            .map(|t| non_negative("timeout", t))
+            .transpose()?;
+        let info = self
+            .wait_process(&req.r#loop, req.process_id, timeout, deadline)
+            .await?;
+        Ok(Response::new(pb::WaitResponse {
+            process: Some(info),
+        }))
+    }
+
+    async fn get_process(
+        &self,
+        request: Request<pb::GetProcessRequest>,
+    ) -> Result<Response<pb::GetProcessResponse>, Status> {
+        let req = request.into_inner();
+        let shared = self.daemon.registry.get(&req.r#loop)?;
+        let id = req.process_id;
+        let info = shared.call(move |ctx| process::get(ctx, id)).await?;
+        Ok(Response::new(pb::GetProcessResponse {
+            process: Some(info),
+        }))
+    }
+
+    async fn list_processes(
+        &self,
+        request: Request<pb::ListProcessesRequest>,
+    ) -> Result<Response<pb::ListProcessesResponse>, Status> {
+        let req = request.into_inner();
+        let shared = self.daemon.registry.get(&req.r#loop)?;
+        let processes = shared.call(|ctx| Ok(process::list(ctx))).await?;
+        Ok(Response::new(pb::ListProcessesResponse { processes }))
+    }
+
+    async fn read_output(
+        &self,
+        request: Request<Streaming<pb::ReadOutputRequest>>,
+    ) -> Result<Response<Self::ReadOutputStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound.message().await?.ok_or_else(|| {
+            Error::invalid(
+                "ReadOutputRequest",
+                "none (the first message opens the stream)",
+            )
+        })?;
+        let fd = output_fd(first.fd)?;
+        let shared = self.daemon.registry.get(&first.r#loop)?;
+        let id = first.process_id;
+        let stream = shared.call(move |ctx| process::output(ctx, id, fd)).await?;
+        let reader = stream.open(Some(first.from_offset)).map_err(Error::from)?;
+        let credits = futures_util::stream::once(async move { Ok(first.credit_bytes) })
+            .chain(inbound.map(|m| m.map(|m| m.credit_bytes)));
+        let chunks = serve_credited(CreditedRead {
+            reader,
+            credits: Box::pin(credits),
+            shutdown: self.daemon.shutdown.clone(),
+        });
+        Ok(Response::new(Box::pin(chunks)))
+    }
+
+    async fn open_fifo(
+        &self,
+        request: Request<pb::OpenFifoRequest>,
+    ) -> Result<Response<pb::OpenFifoResponse>, Status> {
+        let req = request.into_inner();
+        let path = fifo::check_path(&req.path)?;
+        let retain = req.retain_bytes.min(process::settings().max_retain_bytes);
+        let retain = usize::try_from(retain).unwrap_or(usize::MAX);
+        let shared = self.daemon.registry.get(&req.r#loop)?;
+        let write = req.write;
+        let fifo_id = shared
+            .call_later(move |ctx, tx| fifo::open_fifo(ctx, &path, write, retain, tx))
+            .await?;
+        Ok(Response::new(pb::OpenFifoResponse { fifo_id }))
+    }
+
+    async fn read_fifo(
+        &self,
+        request: Request<Streaming<pb::ReadFifoRequest>>,
+    ) -> Result<Response<Self::ReadFifoStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound.message().await?.ok_or_else(|| {
+            Error::invalid(
+                "ReadFifoRequest",
+                "none (the first message opens the stream)",
+            )
+        })?;
+        let shared = self.daemon.registry.get(&first.r#loop)?;
+        let id = first.fifo_id;
+        let stream = shared.call(move |ctx| fifo::stream(ctx, id)).await?;
+        let reader = stream.open(Some(first.from_offset)).map_err(Error::from)?;
+        let credits = futures_util::stream::once(async move { Ok(first.credit_bytes) })
+            .chain(inbound.map(|m| m.map(|m| m.credit_bytes)));
+        let chunks = serve_credited(CreditedRead {
+            reader,
+            credits: Box::pin(credits),
+            shutdown: self.daemon.shutdown.clone(),
+        });
+        Ok(Response::new(Box::pin(chunks)))
+    }
+
+    async fn write_fifo(
+        &self,
+        request: Request<pb::WriteFifoRequest>,
+    ) -> Result<Response<pb::WriteFifoResponse>, Status> {
+        let req = request.into_inner();
+        let shared = self.daemon.registry.get(&req.r#loop)?;
+        let (id, data, eof) = (req.fifo_id, req.data, req.eof);
+        let buffered_bytes = shared
+            .call(move |ctx| fifo::write(ctx, id, &data, eof))
+            .await?;
+        Ok(Response::new(pb::WriteFifoResponse { buffered_bytes }))
+    }
+}

@@ -433,13 +433,8 @@ async fn events_keep_causal_order(n: usize) {
     assert_eq!(seen, ids.into_iter().collect());
 }
 
+/// The figure, run by default: about a minute in a debug build on 2 cores.
 #[tokio::test]
-async fn two_thousand_children_keep_event_order() {
-    events_keep_causal_order(2_000).await;
-}
-
-#[tokio::test]
-#[ignore = "about a minute in a debug build: cargo test -- --ignored"]
 async fn ten_thousand_children_keep_event_order() {
     events_keep_causal_order(10_000).await;
 }

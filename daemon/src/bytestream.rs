@@ -351,6 +351,7 @@ impl ByteStream {
     }
 
     /// Whether the producer is paused by this stream.
+    #[cfg(test)]
     pub fn is_paused(&self) -> bool {
         self.lock().paused
     }
@@ -431,11 +432,6 @@ impl StreamReader {
                 }
             }
         }
-    }
-
-    /// The offset of the next byte this reader will take.
-    pub fn position(&self) -> Option<u64> {
-        self.stream.lock().readers.get(&self.id).copied()
     }
 }
 

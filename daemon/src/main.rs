@@ -19,8 +19,6 @@
 //! - Durable timers and transports are not served yet; no admin HTTP
 //!   port (Prometheus, dashboard) yet.
 
-// Used by the net and process services, which land next.
-#[allow(dead_code)]
 mod bytestream;
 mod config;
 mod events;

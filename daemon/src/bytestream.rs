@@ -559,6 +559,31 @@ where
     }
 }
 
+/// The response of a read RPC (ReadTransport, ReadOutput, ReadFifo).
+pub type ChunkStream = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<loopd_proto::pb::ByteChunk, tonic::Status>> + Send>,
+>;
+
+/// Serves `reader` to a read RPC of the common shape: the first message (already read,
+/// having opened `reader`) granted `first_credit`, and each later message grants what
+/// `credit_of` finds in it (or fails the stream with its error).
+pub fn serve_read_rpc<T: Send + 'static>(
+    reader: StreamReader,
+    first_credit: u64,
+    later: tonic::Streaming<T>,
+    credit_of: fn(T) -> Result<u64, tonic::Status>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> ChunkStream {
+    use futures_util::StreamExt;
+    let later = later.map(move |message| credit_of(message?));
+    let credits = futures_util::stream::once(async move { Ok(first_credit) }).chain(later);
+    Box::pin(serve_credited(CreditedRead {
+        reader,
+        credits: Box::pin(credits),
+        shutdown,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,22 +7,18 @@
 //!   connection needs a CA, as the daemon has no default trust roots.
 
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::time::Duration;
 
-use futures_util::{Stream, StreamExt};
 use loopd::{ConnectOptions, ServerOptions, TlsClientConfig, TlsServerConfig};
 use loopd_proto::NetService;
 use loopd_proto::pb;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Api, caller_uid, non_negative};
-use crate::bytestream::{CreditedRead, serve_credited};
+use crate::bytestream::{ChunkStream, serve_read_rpc};
 use crate::config::Limits;
 use crate::net::{Behaviour, Bind, Connect, DeliverySpec, ServerSpec};
 use crate::status::{Error, Result};
-
-type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ByteChunk, Status>> + Send>>;
 
 /// Longest host name (DNS's limit).
 const MAX_HOST: usize = 253;
@@ -270,19 +266,16 @@ fn usize_mark(what: &'static str, mark: Option<u64>) -> Result<Option<usize>> {
 }
 
 /// The credits of a ReadTransport call after its `open`: each `credit` message's bytes.
-fn credits(
-    first: u64,
-    rest: Streaming<pb::ReadTransportRequest>,
-) -> Pin<Box<dyn Stream<Item = Result<u64, Status>> + Send>> {
+/// The credit a ReadTransport message after the first grants.
+fn later_credit(message: pb::ReadTransportRequest) -> Result<u64, Status> {
     use pb::read_transport_request::Kind;
-    let later = rest.map(|msg| match msg?.kind {
+    match message.kind {
         Some(Kind::Credit(credit)) => Ok(credit.bytes),
         Some(Kind::Open(_)) => {
             Err(Error::invalid("ReadTransportRequest", "a second `open`").into())
         }
         None => Ok(0),
-    });
-    Box::pin(futures_util::stream::once(async move { Ok(first) }).chain(later))
+    }
 }
 
 impl Api {
@@ -552,12 +545,13 @@ impl NetService for Api {
         let reader = self
             .on_loop(&open.r#loop, move |ctx| ctx.net_open_reader(id, from))
             .await?;
-        let chunks = serve_credited(CreditedRead {
+        Ok(Response::new(serve_read_rpc(
             reader,
-            credits: credits(open.credit, messages),
-            shutdown: self.daemon.shutdown.clone(),
-        });
-        Ok(Response::new(Box::pin(chunks)))
+            open.credit,
+            messages,
+            later_credit,
+            self.daemon.shutdown.clone(),
+        )))
     }
 
     async fn create_datagram_endpoint(

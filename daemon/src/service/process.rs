@@ -1,20 +1,16 @@
 //! ProcessService: child processes of a loop, their stdin, signals, exit and output.
 
-use std::pin::Pin;
 use std::time::Duration;
 
-use futures_util::{Stream, StreamExt};
 use loopd_proto::ProcessService;
 use loopd_proto::pb;
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Api, caller_uid, grpc_timeout, non_negative};
-use crate::bytestream::{CreditedRead, serve_credited};
+use crate::bytestream::{ChunkStream, serve_read_rpc};
 use crate::process::{self, Spec, fifo, signals};
 use crate::status::{Error, Result};
-
-type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ByteChunk, Status>> + Send>>;
 
 /// How much sooner than the call's deadline Wait answers (see FutureService.WaitFuture).
 const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
@@ -225,14 +221,13 @@ impl ProcessService for Api {
         let id = first.process_id;
         let stream = shared.call(move |ctx| process::output(ctx, id, fd)).await?;
         let reader = stream.open(Some(first.from_offset)).map_err(Error::from)?;
-        let credits = futures_util::stream::once(async move { Ok(first.credit_bytes) })
-            .chain(inbound.map(|m| m.map(|m| m.credit_bytes)));
-        let chunks = serve_credited(CreditedRead {
+        Ok(Response::new(serve_read_rpc(
             reader,
-            credits: Box::pin(credits),
-            shutdown: self.daemon.shutdown.clone(),
-        });
-        Ok(Response::new(Box::pin(chunks)))
+            first.credit_bytes,
+            inbound,
+            |m| Ok(m.credit_bytes),
+            self.daemon.shutdown.clone(),
+        )))
     }
 
     async fn open_fifo(
@@ -266,14 +261,13 @@ impl ProcessService for Api {
         let id = first.fifo_id;
         let stream = shared.call(move |ctx| fifo::stream(ctx, id)).await?;
         let reader = stream.open(Some(first.from_offset)).map_err(Error::from)?;
-        let credits = futures_util::stream::once(async move { Ok(first.credit_bytes) })
-            .chain(inbound.map(|m| m.map(|m| m.credit_bytes)));
-        let chunks = serve_credited(CreditedRead {
+        Ok(Response::new(serve_read_rpc(
             reader,
-            credits: Box::pin(credits),
-            shutdown: self.daemon.shutdown.clone(),
-        });
-        Ok(Response::new(Box::pin(chunks)))
+            first.credit_bytes,
+            inbound,
+            |m| Ok(m.credit_bytes),
+            self.daemon.shutdown.clone(),
+        )))
     }
 
     async fn write_fifo(

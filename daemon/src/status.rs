@@ -232,9 +232,6 @@ pub enum Error {
         "transport {0} has no byte stream (its delivery is EVENTS_ONLY, or its protocol is echo or discard)"
     )]
     NoByteStream(u64),
-    /// A part of the engine this request needs is not built yet.
-    #[error("{0} is not implemented yet")]
-    Unimplemented(&'static str),
     /// The datagram endpoint is unknown on that loop (or was forgotten).
     #[error("datagram endpoint {id} not found on loop {loop_name:?}")]
     EndpointNotFound {
@@ -307,7 +304,6 @@ impl Error {
             Error::TransportClosed(_) | Error::TransportWrite { .. } | Error::NoByteStream(_) => {
                 Code::FailedPrecondition
             }
-            Error::Unimplemented(_) => Code::Unimplemented,
             Error::ConnectTimeout(..) => Code::DeadlineExceeded,
             Error::EndpointNotFound { .. } => Code::NotFound,
             Error::EndpointClosed(_) => Code::FailedPrecondition,
@@ -483,7 +479,6 @@ mod tests {
                 Code::FailedPrecondition,
                 "44",
             ),
-            (Error::Unimplemented("tls"), Code::Unimplemented, "tls"),
         ];
         for (err, code, needle) in cases {
             let status = Status::from(err);

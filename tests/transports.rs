@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use loopd::{
@@ -1035,11 +1035,13 @@ fn data_and_eof_arriving_together_after_a_short_read_both_reach_the_protocol() {
     assert_eq!(events(&side), ["made", "eof", "lost"]);
 }
 
-/// Writes `blob` when the connection is made, then echoes; records pause/resume.
+/// Writes `blob` when the connection is made, then echoes; records pause/resume, and
+/// raises `paused` at the first pause_writing.
 struct BlobThenEcho {
     blob: Vec<u8>,
     transport: Option<Transport>,
     flow: Rc<RefCell<Vec<&'static str>>>,
+    paused: Arc<AtomicBool>,
 }
 
 impl Protocol for BlobThenEcho {
@@ -1054,6 +1056,7 @@ impl Protocol for BlobThenEcho {
     }
     fn pause_writing(&mut self) {
         self.flow.borrow_mut().push("pause");
+        self.paused.store(true, Ordering::SeqCst);
     }
     fn resume_writing(&mut self) {
         self.flow.borrow_mut().push("resume");
@@ -1065,15 +1068,20 @@ fn writes_behind_a_draining_buffer_keep_their_order() {
     // The server's buffer holds most of an 8 MiB blob; the client reads it and answers
     // every read with one byte, so readable and writable edges come together, and the
     // echo is written while the buffer drains. Every echoed byte must follow the blob.
+    // The client starts reading only once the protocol is paused: a client reading
+    // from the start may take the whole blob within the first write, with no pause.
     const BLOB: usize = 8 * 1024 * 1024;
     let lp = EventLoop::new().unwrap();
     let flow = Rc::new(RefCell::new(Vec::new()));
     let recorded = flow.clone();
+    let paused = Arc::new(AtomicBool::new(false));
+    let raised = paused.clone();
     let create = lp.create_server(
         move || BlobThenEcho {
             blob: pattern(BLOB),
             transport: None,
             flow: recorded.clone(),
+            paused: raised.clone(),
         },
         "127.0.0.1",
         0,
@@ -1086,6 +1094,12 @@ fn writes_behind_a_draining_buffer_keep_their_order() {
     let client = std::thread::spawn(move || {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(SAFETY)).unwrap();
+        let waiting = std::time::Instant::now();
+        while !paused.load(Ordering::SeqCst) {
+            // Unread, the blob cannot fit in the kernel's buffers: the pause must come.
+            assert!(waiting.elapsed() < SAFETY, "no pause_writing");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let mut received = Vec::with_capacity(BLOB + 4096);
         let mut answers = 0;
         let mut buffer = vec![0; 64 * 1024];

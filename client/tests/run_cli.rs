@@ -155,6 +155,49 @@ fn run_streams_while_the_child_runs() {
     assert!(finish(child).status.success());
 }
 
+/// Starts `loopctl run -- sh -c SCRIPT`; returns it once the script printed "ready".
+fn started(daemon: &Daemon, script: &str) -> (Child, BufReader<std::process::ChildStdout>) {
+    let mut command = daemon.loopctl_command(&["run", "--no-stdin", "--", "sh", "-c", script]);
+    let mut child = command.spawn().expect("spawn loopctl");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = out.read_line(&mut line);
+        let _ = tx.send((line, out));
+    });
+    let (first, out) = rx.recv_timeout(LIMIT).expect("the script started");
+    assert_eq!(first, "ready\n");
+    (child, out)
+}
+
+fn signal(child: &Child, signal: libc::c_int) {
+    // SAFETY: kill has no memory effects; the pid is our own unreaped child.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+}
+
+#[test]
+fn run_forwards_signals_to_the_child_and_exits_with_its_status() {
+    let daemon = Daemon::start();
+    // A child that traps SIGINT finishes its own way; loopctl waits for it.
+    let trapping = "trap 'echo \"got INT\"; exit 7' INT; echo ready; while :; do sleep 0.05; done";
+    let (child, mut out) = started(&daemon, trapping);
+    signal(&child, libc::SIGINT);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("rest");
+    assert_eq!(rest, "got INT\n");
+    assert_eq!(finish(child).status.code(), Some(7));
+
+    // One that does not dies of the signal, and so does loopctl's status: 128 + N.
+    let (child, _out) = started(&daemon, "echo ready; exec sleep 30");
+    signal(&child, libc::SIGTERM);
+    assert_eq!(finish(child).status.code(), Some(128 + libc::SIGTERM));
+
+    // Nothing is left running in the daemon.
+    let listed = ok(daemon.loopctl(&["proc", "ls", "--json"]));
+    assert!(!listed.contains("\"running\""), "{listed}");
+}
+
 #[test]
 fn proc_commands_manage_a_process() {
     let daemon = Daemon::start();

@@ -8,12 +8,17 @@
 //! - loopctl exits with the child's status: its exit code, or 128 + N for signal N.
 //! - A closed stdout (`loopctl run -- yes | head`) sends SIGPIPE to the child, as a
 //!   pipeline would; the rest of its output is discarded.
+//! - SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to loopctl (Ctrl-C,
+//!   Ctrl-\\, `kill`) go to the child's process group, as a terminal sends Ctrl-C to its
+//!   foreground job, and loopctl goes on until the child exits: a child that traps the
+//!   signal finishes its way, and loopctl never leaves it running behind it.
 
 use std::io::{self, Read, Write};
 
 use anyhow::Result;
 use clap::Args;
 use loopd_client::{ByteReader, Client, Command, OutputFd, ProcessId, Stdio};
+use tokio::signal::unix::Signal;
 
 use super::{Ctx, ExitWith, LoopArg};
 
@@ -24,7 +29,11 @@ Examples:
   loopctl run -- uname -a
   echo hello | loopctl run -- tr a-z A-Z
   loopctl run --cwd /tmp --env LANG=C -- ls -l
-  loopctl run --shell -- 'echo $PATH | tr : \"\\n\"'   (needs [process] allow_shell)")]
+  loopctl run --shell -- 'echo $PATH | tr : \"\\n\"'   (needs [process] allow_shell)
+
+Ctrl-C and the signals SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to
+loopctl go to the command's process group; loopctl exits when the command does, with
+its status (128+N for signal N).")]
 pub struct RunArgs {
     /// Run the command with /bin/sh -c (the daemon must allow shells); the words after
     /// `--` are joined with spaces.
@@ -87,6 +96,8 @@ impl RunArgs {
             .stdin(stdin)
             .hold_output_until_read(true);
         let loop_name = self.r#loop.name;
+        // Listening before the spawn: a Ctrl-C during it waits for the child's id.
+        let signals = listen_for_signals()?;
         let info = client.spawn(&loop_name, &cmd).await?;
         let id = info.process_id;
         let stdout = client
@@ -98,6 +109,7 @@ impl RunArgs {
         if !self.no_stdin {
             forward_stdin(client.clone(), loop_name.clone(), id);
         }
+        forward_signals(signals, &client, &loop_name, id);
         let out = copy(stdout, io::stdout(), Some((&client, &loop_name, id)));
         let err = copy(stderr, io::stderr(), None);
         let (out, err) = tokio::join!(out, err);
@@ -169,6 +181,47 @@ fn forward_stdin(client: Client, loop_name: String, id: ProcessId) {
         }
         let _ = client.close_stdin(&loop_name, id).await;
     });
+}
+
+/// The signals `loopctl run` passes on to the child's process group.
+fn forwarded_signals() -> [(tokio::signal::unix::SignalKind, &'static str); 6] {
+    use tokio::signal::unix::SignalKind;
+    [
+        (SignalKind::interrupt(), "SIGINT"),
+        (SignalKind::terminate(), "SIGTERM"),
+        (SignalKind::hangup(), "SIGHUP"),
+        (SignalKind::quit(), "SIGQUIT"),
+        (SignalKind::user_defined1(), "SIGUSR1"),
+        (SignalKind::user_defined2(), "SIGUSR2"),
+    ]
+}
+
+/// Takes over [`forwarded_signals`] for this process: from now on they queue up here
+/// instead of ending loopctl. Fails only if a handler cannot be installed.
+fn listen_for_signals() -> Result<Vec<(Signal, &'static str)>> {
+    forwarded_signals()
+        .into_iter()
+        .map(|(kind, name)| Ok((tokio::signal::unix::signal(kind)?, name)))
+        .collect()
+}
+
+/// Sends each signal that arrives on `signals` to the child's process group.
+fn forward_signals(
+    signals: Vec<(Signal, &'static str)>,
+    client: &Client,
+    loop_name: &str,
+    id: ProcessId,
+) {
+    for (mut arrivals, name) in signals {
+        let (client, loop_name) = (client.clone(), loop_name.to_owned());
+        tokio::spawn(async move {
+            while arrivals.recv().await.is_some() {
+                if let Err(err) = client.send_signal(&loop_name, id, name, true).await {
+                    eprintln!("loopctl: forwarding {name} to process {}: {err:#}", id.0);
+                }
+            }
+        });
+    }
 }
 
 #[cfg(test)]

@@ -609,6 +609,17 @@ impl Client {
         let r = self.process.clone().write_fifo(request).await?.into_inner();
         Ok(r.buffered_bytes)
     }
+
+    /// Closes a FIFO and forgets it: readers see their stream end, queued writes are
+    /// flushed first. Fails with NOT_FOUND (unknown, or already closed).
+    pub async fn close_fifo(&self, loop_name: &str, fifo_id: u64) -> Result<()> {
+        let request = pb::CloseFifoRequest {
+            r#loop: loop_name.to_owned(),
+            fifo_id,
+        };
+        self.process.clone().close_fifo(request).await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -807,3 +807,42 @@ async fn fifos_carry_bytes_both_ways() {
     );
     assert_eq!(code, Code::NotFound);
 }
+
+#[tokio::test]
+async fn closing_a_fifo_ends_its_readers_and_forgets_it() {
+    let daemon = Daemon::start();
+    let client = client(&daemon).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("pipe");
+    mkfifo(&path);
+    let bytes = path.as_os_str().as_encoded_bytes().to_vec();
+    // No writer ever comes: without CloseFifo this reader would wait forever.
+    let id = bounded(client.open_fifo("", bytes, false, 0))
+        .await
+        .expect("open");
+    let mut reader = bounded(client.read_fifo("", id, 0)).await.expect("read");
+    bounded(client.close_fifo("", id)).await.expect("close");
+    let end = tokio::time::timeout(WAIT, reader.next())
+        .await
+        .expect("the reader ends in time");
+    let chunk = end.expect("stream ok").expect("a last chunk");
+    assert!(chunk.data.is_empty(), "no writer, no bytes");
+    match chunk.end {
+        Some(loopd_client::StreamEnd::Error(why)) => assert!(why.contains("CloseFifo"), "{why}"),
+        other => panic!("the stream ends with the close, not at end of file: {other:?}"),
+    }
+
+    for (what, outcome) in [
+        ("closed twice", client.close_fifo("", id).await),
+        ("unknown", client.close_fifo("", 777_777).await),
+    ] {
+        let (code, message) = failed(outcome, what);
+        assert_eq!(code, Code::NotFound, "{what}: {message}");
+        assert!(
+            message.contains(&format!("{}", if what == "unknown" { 777_777 } else { id })),
+            "{message}"
+        );
+    }
+    let (code, _) = failed(client.read_fifo("", id, 0).await, "forgotten");
+    assert_eq!(code, Code::NotFound);
+}

@@ -279,6 +279,7 @@ fn every_service_and_rpc_is_present() {
                 "OpenFifo",
                 "ReadFifo",
                 "WriteFifo",
+                "CloseFifo",
             ],
         ),
         (

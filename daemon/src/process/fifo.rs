@@ -233,6 +233,30 @@ pub fn write(ctx: &LoopCtx, id: u64, data: &[u8], eof: bool) -> Result<u64> {
     })
 }
 
+/// Closes a FIFO and forgets it: a read FIFO's stream ends (with an error unless it
+/// had reached end of file), a write FIFO flushes what is queued, then closes.
+pub fn close(ctx: &LoopCtx, id: u64) -> Result<()> {
+    let fifo = FIFOS.with(|f| f.borrow_mut().remove(&id));
+    match fifo {
+        Some(Fifo::Read { transport, stream }) => {
+            stream.finish(StreamEnd::Error(
+                "the FIFO was closed with CloseFifo".into(),
+            ));
+            if let Some(t) = transport {
+                t.close();
+            }
+            Ok(())
+        }
+        Some(Fifo::Write { transport }) => {
+            if let Some(t) = transport {
+                t.close(); // flushes first, as WriteFifo's eof
+            }
+            Ok(())
+        }
+        None => Err(not_found(ctx, id)),
+    }
+}
+
 /// Closes every FIFO of a loop that closes.
 pub fn close_loop() {
     let fifos = FIFOS.with(|f| std::mem::take(&mut *f.borrow_mut()));

@@ -282,4 +282,15 @@ impl ProcessService for Api {
             .await?;
         Ok(Response::new(pb::WriteFifoResponse { buffered_bytes }))
     }
+
+    async fn close_fifo(
+        &self,
+        request: Request<pb::CloseFifoRequest>,
+    ) -> Result<Response<pb::CloseFifoResponse>, Status> {
+        let req = request.into_inner();
+        let shared = self.daemon.registry.get(&req.r#loop)?;
+        let id = req.fifo_id;
+        shared.call(move |ctx| fifo::close(ctx, id)).await?;
+        Ok(Response::new(pb::CloseFifoResponse {}))
+    }
 }

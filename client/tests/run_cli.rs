@@ -1,4 +1,4 @@
-//! `loopctl run`, `loopctl proc` and `loopctl signal` against a real daemon: output
+//! `loopctl run`, `loopctl proc`, `loopctl signal` and `loopctl fifo` against a real daemon: output
 //! streamed to loopctl's stdout and stderr, stdin forwarded, the child's exit status.
 
 mod support;
@@ -32,7 +32,12 @@ fn finish(child: Child) -> Output {
 
 /// `loopctl run ARGS` with `input` on its stdin.
 fn run(daemon: &Daemon, args: &[&str], input: &[u8]) -> Output {
-    let mut command = daemon.loopctl_command(&[&["run"], args].concat());
+    run_with(daemon, &[&["run"], args].concat(), input)
+}
+
+/// `loopctl ARGS` with `input` on its stdin.
+fn run_with(daemon: &Daemon, args: &[&str], input: &[u8]) -> Output {
+    let mut command = daemon.loopctl_command(args);
     let mut child = command
         .stdin(Stdio::piped())
         .spawn()
@@ -255,4 +260,77 @@ fn signal_commands_add_list_and_remove_handlers() {
     let refused = daemon.loopctl(&["signal", "add", "KILL"]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(stderr(&refused).contains("INVALID_ARGUMENT") && stderr(&refused).contains("SIGKILL"));
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL");
+    // SAFETY: `c` is a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+#[test]
+fn fifo_commands_copy_a_named_pipe_both_ways() {
+    let daemon = Daemon::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("pipe");
+    mkfifo(&path);
+    let shown = path.to_str().expect("utf-8 path");
+    let payload: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
+
+    // The daemon reads what a local writer sends (more than a pipe holds) until it closes.
+    let reader = daemon
+        .loopctl_command(&["fifo", "read", shown])
+        .spawn()
+        .expect("spawn loopctl");
+    let writer = {
+        let (path, payload) = (path.clone(), payload.clone());
+        std::thread::spawn(move || std::fs::write(path, payload))
+    };
+    let output = finish(reader);
+    writer.join().expect("writer").expect("write");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        output.stdout == payload,
+        "{} of {} bytes",
+        output.stdout.len(),
+        payload.len()
+    );
+
+    // The daemon writes stdin to a local reader; it needs the reader's end open first.
+    let local = {
+        let path = path.clone();
+        std::thread::spawn(move || std::fs::read(path))
+    };
+    let deadline = std::time::Instant::now() + LIMIT;
+    let output = loop {
+        let output = run_with(&daemon, &["fifo", "write", shown], &payload);
+        if output.status.success() || std::time::Instant::now() > deadline {
+            break output;
+        }
+        // FAILED_PRECONDITION (ENXIO) until the local reader has opened the FIFO.
+        assert!(
+            stderr(&output).contains("FAILED_PRECONDITION"),
+            "{}",
+            stderr(&output)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(local.join().expect("reader").expect("read") == payload);
+
+    // Not a FIFO, or missing: exit 1 with the daemon's code and the path.
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, b"x").expect("file");
+    for (bad, code) in [
+        (plain, "INVALID_ARGUMENT"),
+        (dir.path().join("missing"), "NOT_FOUND"),
+    ] {
+        let output = daemon.loopctl(&["fifo", "read", bad.to_str().expect("utf-8")]);
+        assert_eq!(output.status.code(), Some(1));
+        let message = stderr(&output);
+        assert!(
+            message.contains(code) && message.contains(bad.to_str().unwrap()),
+            "{message}"
+        );
+    }
 }

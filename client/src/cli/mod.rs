@@ -13,6 +13,7 @@ mod completions;
 mod conn;
 mod dns;
 mod events;
+mod fifo;
 mod future;
 mod loops;
 mod metrics;
@@ -109,6 +110,8 @@ enum Command {
     #[command(subcommand)]
     Dns(dns::DnsCommand),
     Sendfile(sendfile::SendfileArgs),
+    #[command(subcommand)]
+    Fifo(fifo::FifoCommand),
 }
 
 /// What a command gets: where the daemon is, and where to print.
@@ -164,6 +167,7 @@ async fn run(cli: Cli, w: &mut dyn Write) -> Result<()> {
         Command::Udp(cmd) => cmd.run(&mut ctx).await,
         Command::Dns(cmd) => cmd.run(&mut ctx).await,
         Command::Sendfile(args) => args.run(&mut ctx).await,
+        Command::Fifo(cmd) => cmd.run(&mut ctx).await,
     }
 }
 

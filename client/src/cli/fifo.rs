@@ -1,0 +1,118 @@
+//! `loopctl fifo read|write PATH`: a named pipe on the daemon's side, opened by the
+//! daemon (with its permissions) on a loop, from or to loopctl's stdin and stdout.
+//!
+//! # Invariants
+//! - `read` copies every byte the FIFO's writers send, losslessly, until they have all
+//!   closed their ends; `write` copies stdin, then closes the FIFO once flushed.
+//! - The FIFO is closed in the daemon when loopctl is done with it, also after an error
+//!   (CloseFifo), so nothing stays open behind a finished command.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use loopd_client::{Client, StreamEnd};
+
+use super::server::absolute;
+use super::{Ctx, LoopArg};
+
+/// Read from or write to a named pipe (FIFO) through the daemon.
+#[derive(Debug, Subcommand)]
+#[command(after_help = "\
+Examples:
+  mkfifo /tmp/feed && loopctl fifo read /tmp/feed > copy.txt   (then: cat file > /tmp/feed)
+  echo hello | loopctl fifo write /tmp/feed                      (a reader must have it open)")]
+pub enum FifoCommand {
+    /// Print what the FIFO's writers send until they have all closed it.
+    Read(FifoArgs),
+    /// Send stdin to the FIFO, then close it (a reader must have it open already).
+    Write(FifoArgs),
+}
+
+/// The FIFO and its loop.
+#[derive(Debug, Args)]
+pub struct FifoArgs {
+    /// The FIFO's path (made with mkfifo; the daemon opens it).
+    path: PathBuf,
+    #[command(flatten)]
+    r#loop: LoopArg,
+}
+
+impl FifoCommand {
+    pub async fn run(self, ctx: &mut Ctx<'_>) -> Result<()> {
+        let client = ctx.connect().await?;
+        let (args, write) = match self {
+            FifoCommand::Read(args) => (args, false),
+            FifoCommand::Write(args) => (args, true),
+        };
+        let loop_name = args.r#loop.name.as_str();
+        let path = absolute(&args.path)?;
+        let id = client
+            .open_fifo(loop_name, path.as_os_str().as_encoded_bytes(), write, 0)
+            .await?;
+        let copied = if write {
+            write_stdin(&client, loop_name, id).await
+        } else {
+            read_to_stdout(ctx, &client, loop_name, id).await
+        };
+        let closed = client.close_fifo(loop_name, id).await;
+        copied?;
+        Ok(closed?)
+    }
+}
+
+/// Copies the FIFO's stream to stdout until its writers are gone.
+async fn read_to_stdout(
+    ctx: &mut Ctx<'_>,
+    client: &Client,
+    loop_name: &str,
+    id: u64,
+) -> Result<()> {
+    let mut reader = client.read_fifo(loop_name, id, 0).await?;
+    while let Some(chunk) = reader.next().await? {
+        ctx.out.raw(&chunk.data)?;
+        match chunk.end {
+            None => {}
+            Some(StreamEnd::Eof) => break,
+            Some(StreamEnd::Error(error)) => {
+                ctx.out.flush()?;
+                bail!("reading FIFO {id}: {error}");
+            }
+        }
+    }
+    Ok(ctx.out.flush()?)
+}
+
+/// Copies stdin to the FIFO (read on a blocking thread), then asks for the close.
+async fn write_stdin(client: &Client, loop_name: &str, id: u64) -> Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let read = stdin.read(&mut buf).map(|n| buf[..n].to_vec());
+            let done = !matches!(&read, Ok(data) if !data.is_empty());
+            if tx.blocking_send(read).is_err() || done {
+                break;
+            }
+        }
+    });
+    while let Some(read) = rx.recv().await {
+        let data = read?;
+        let eof = data.is_empty();
+        let mut queued = client.write_fifo(loop_name, id, data, eof).await?;
+        if eof {
+            break;
+        }
+        // The daemon queues what the reader has not taken yet: keep that bounded.
+        while queued > MAX_QUEUED {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            queued = client.write_fifo(loop_name, id, Vec::new(), false).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes `write` lets the daemon hold for a slow reader before it waits.
+const MAX_QUEUED: u64 = 4 << 20;

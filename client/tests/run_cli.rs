@@ -1,5 +1,6 @@
-//! `loopctl run`, `loopctl proc`, `loopctl signal` and `loopctl fifo` against a real daemon: output
-//! streamed to loopctl's stdout and stderr, stdin forwarded, the child's exit status.
+//! `loopctl run`, `loopctl proc`, `loopctl signal` and `loopctl fifo` against a real
+//! daemon: output streamed to loopctl's stdout and stderr, stdin forwarded, the child's
+//! exit status, named pipes both ways.
 
 mod support;
 

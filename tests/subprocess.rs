@@ -54,6 +54,7 @@ for_each_watcher!(
     the_protocol_may_close_the_transport_from_a_callback,
     closing_the_loop_under_a_running_child_is_safe,
     a_full_stdin_queue_pauses_then_resumes_writing,
+    only_stdio_is_inherited,
 );
 
 // ---- a recording protocol -------------------------------------------------------------
@@ -975,4 +976,25 @@ fn children_start_with_no_blocked_signals_and_default_sigpipe() {
         0,
         "{status}"
     );
+}
+
+fn only_stdio_is_inherited(watcher: Watcher) {
+    // An inheritable descriptor (dup clears close-on-exec), as one from a C library or
+    // from the parent's parent would be: the child must still get only 0, 1 and 2.
+    let null = std::fs::File::open("/dev/null").unwrap();
+    // SAFETY: dup of an open descriptor; the copy is closed below.
+    let leaky = unsafe { libc::dup(std::os::fd::AsRawFd::as_raw_fd(&null)) };
+    assert!(leaky > 2, "dup: {}", std::io::Error::last_os_error());
+    let lp = EventLoop::new().unwrap();
+    let run = run_one(&lp, &os(&["sh", "-c", "ls /proc/$$/fd"]), options(&watcher));
+    // SAFETY: `leaky` is ours and open.
+    unsafe { libc::close(leaky) };
+    let listed = String::from_utf8(run.output(1)).unwrap();
+    let fds: Vec<&str> = listed.split_whitespace().collect();
+    assert_eq!(
+        fds,
+        ["0", "1", "2"],
+        "the child's descriptors (fd {leaky} was inheritable)"
+    );
+    lp.close().unwrap();
 }

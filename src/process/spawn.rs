@@ -9,9 +9,13 @@
 //!   `posix_spawn`'s own error, so a missing program is [`Error::Spawn`] naming it, at
 //!   spawn time, never an exit status 127.
 //! - The child's 0, 1 and 2 are set by file actions (`dup2`, which clears close-on-exec
-//!   on the copy); every descriptor made here is close-on-exec, so nothing else leaks into
-//!   the child. A source descriptor in 0..=2 is first copied above 2, so one `dup2` can
-//!   never overwrite the source of the next.
+//!   on the copy). A source descriptor in 0..=2 is first copied above 2, so one `dup2`
+//!   can never overwrite the source of the next.
+//! - The child inherits nothing else (Popen's `close_fds=True`, asyncio's default): every
+//!   descriptor made here is close-on-exec, and a last file action closes everything
+//!   from 3 up (`posix_spawn_file_actions_addclosefrom_np`, glibc 2.34+, one
+//!   `close_range` in the child), so a descriptor the process got without close-on-exec
+//!   (inherited, or from a C library) does not leak either.
 //! - The child starts with an empty signal mask and SIGPIPE and SIGXFSZ at their default
 //!   action (asyncio's `restore_signals`); `exec` resets handlers. A new process group is
 //!   `POSIX_SPAWN_SETPGROUP`, a working directory `posix_spawn_file_actions_addchdir_np`
@@ -485,7 +489,7 @@ fn check(op: &'static str, rc: libc::c_int) -> Result<()> {
     })
 }
 
-/// `posix_spawn_file_actions_t`: the child's `dup2`s and `chdir`.
+/// `posix_spawn_file_actions_t`: the child's `dup2`s, `closefrom(3)` and `chdir`.
 struct FileActions(Box<libc::posix_spawn_file_actions_t>);
 
 impl FileActions {
@@ -504,6 +508,10 @@ impl FileActions {
                 libc::posix_spawn_file_actions_adddup2(&mut *actions.0, source, target as i32)
             })?;
         }
+        // SAFETY: initialised actions; runs after the dup2s, which only target 0..=2.
+        check("posix_spawn_file_actions_addclosefrom_np", unsafe {
+            libc::posix_spawn_file_actions_addclosefrom_np(&mut *actions.0, 3)
+        })?;
         Ok(actions)
     }
 

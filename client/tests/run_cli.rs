@@ -142,15 +142,8 @@ fn run_streams_while_the_child_runs() {
         .stdin(Stdio::piped())
         .spawn()
         .expect("spawn loopctl");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = out.read_line(&mut line);
-        let _ = tx.send((line, out));
-    });
     // The first line arrives while the child still waits for its input.
-    let (first, mut out) = rx.recv_timeout(LIMIT).expect("first line streamed");
+    let (first, mut out) = first_line(&mut child);
     assert_eq!(first, "first\n");
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(b"ping\n").expect("write");
@@ -165,6 +158,13 @@ fn run_streams_while_the_child_runs() {
 fn started(daemon: &Daemon, script: &str) -> (Child, BufReader<std::process::ChildStdout>) {
     let mut command = daemon.loopctl_command(&["run", "--no-stdin", "--", "sh", "-c", script]);
     let mut child = command.spawn().expect("spawn loopctl");
+    let (first, out) = first_line(&mut child);
+    assert_eq!(first, "ready\n");
+    (child, out)
+}
+
+/// The first line of loopctl's stdout (within [`LIMIT`]), and the rest to read.
+fn first_line(child: &mut Child) -> (String, BufReader<std::process::ChildStdout>) {
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -172,9 +172,7 @@ fn started(daemon: &Daemon, script: &str) -> (Child, BufReader<std::process::Chi
         let _ = out.read_line(&mut line);
         let _ = tx.send((line, out));
     });
-    let (first, out) = rx.recv_timeout(LIMIT).expect("the script started");
-    assert_eq!(first, "ready\n");
-    (child, out)
+    rx.recv_timeout(LIMIT).expect("a first line in time")
 }
 
 fn signal(child: &Child, signal: libc::c_int) {

@@ -724,14 +724,20 @@ fn mkfifo(path: &std::path::Path) {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
 }
 
-#[tokio::test]
-async fn fifos_carry_bytes_both_ways() {
-    let daemon = Daemon::start();
-    let client = client(&daemon).await;
+/// A new FIFO in a new temporary directory: the directory, the path, the path's bytes.
+fn new_fifo() -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("pipe");
     mkfifo(&path);
     let bytes = path.as_os_str().as_encoded_bytes().to_vec();
+    (dir, path, bytes)
+}
+
+#[tokio::test]
+async fn fifos_carry_bytes_both_ways() {
+    let daemon = Daemon::start();
+    let client = client(&daemon).await;
+    let (dir, path, bytes) = new_fifo();
     // The daemon reads, a local writer writes 3 MiB (more than the window) and closes.
     let reading = bounded(client.open_fifo("", bytes.clone(), false, 0))
         .await
@@ -812,10 +818,7 @@ async fn fifos_carry_bytes_both_ways() {
 async fn closing_a_fifo_ends_its_readers_and_forgets_it() {
     let daemon = Daemon::start();
     let client = client(&daemon).await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("pipe");
-    mkfifo(&path);
-    let bytes = path.as_os_str().as_encoded_bytes().to_vec();
+    let (_dir, _path, bytes) = new_fifo();
     // No writer ever comes: without CloseFifo this reader would wait forever.
     let id = bounded(client.open_fifo("", bytes, false, 0))
         .await

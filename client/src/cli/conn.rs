@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use loopd_client::{
-    Client, ConnectOptions, Delivery, NetAddress, NetEvent, ServerId, StreamEnd, TlsClient,
-    TransportId, TransportInfo,
+    ByteReader, Client, ConnectOptions, Delivery, NetAddress, NetEvent, ServerId, StreamEnd,
+    TlsClient, TransportId, TransportInfo,
 };
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
@@ -236,9 +236,19 @@ async fn read(
     id: TransportId,
     from: Option<u64>,
 ) -> Result<()> {
-    let mut reader = client
+    let reader = client
         .read_transport(loop_name, id, from, READ_WINDOW)
         .await?;
+    copy_to_stdout(ctx, reader, &format!("transport {id} was lost")).await
+}
+
+/// Copies a lossless stream to stdout until it ends; an end with an error is an error,
+/// `context` first (after what was copied is flushed).
+pub async fn copy_to_stdout(
+    ctx: &mut Ctx<'_>,
+    mut reader: ByteReader,
+    context: &str,
+) -> Result<()> {
     while let Some(chunk) = reader.next().await? {
         ctx.out.raw(&chunk.data)?;
         match chunk.end {
@@ -246,7 +256,7 @@ async fn read(
             Some(StreamEnd::Eof) => break,
             Some(StreamEnd::Error(error)) => {
                 ctx.out.flush()?;
-                bail!("transport {id} was lost: {error}");
+                bail!("{context}: {error}");
             }
         }
     }

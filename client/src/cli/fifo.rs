@@ -10,10 +10,11 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::{Args, Subcommand};
-use loopd_client::{Client, StreamEnd};
+use loopd_client::Client;
 
+use super::conn::copy_to_stdout;
 use super::server::absolute;
 use super::{Ctx, LoopArg};
 
@@ -69,19 +70,8 @@ async fn read_to_stdout(
     loop_name: &str,
     id: u64,
 ) -> Result<()> {
-    let mut reader = client.read_fifo(loop_name, id, 0).await?;
-    while let Some(chunk) = reader.next().await? {
-        ctx.out.raw(&chunk.data)?;
-        match chunk.end {
-            None => {}
-            Some(StreamEnd::Eof) => break,
-            Some(StreamEnd::Error(error)) => {
-                ctx.out.flush()?;
-                bail!("reading FIFO {id}: {error}");
-            }
-        }
-    }
-    Ok(ctx.out.flush()?)
+    let reader = client.read_fifo(loop_name, id, 0).await?;
+    copy_to_stdout(ctx, reader, &format!("reading FIFO {id}")).await
 }
 
 /// Copies stdin to the FIFO (read on a blocking thread), then asks for the close.

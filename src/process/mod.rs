@@ -152,7 +152,10 @@ pub struct ProcessMetrics {
     pub spawned: u64,
     /// Gauge: children started and not reaped yet (`spawned - exited`).
     pub running: u64,
-    /// Counter: children reaped (their returncode is known).
+    /// Counter: children reaped while the loop was open, their exit reported to their
+    /// transport. A child whose handler was taken away with
+    /// [`ChildWatcher::remove_child_handler`] is reaped but not counted: it stays in
+    /// `running`.
     pub exited: u64,
     /// Gauge: signals this loop has a handler for
     /// ([`add_signal_handler`](EventLoop::add_signal_handler)).
@@ -161,8 +164,9 @@ pub struct ProcessMetrics {
 
 impl EventLoop {
     /// Counters and gauges of this loop's subprocesses and signal handlers: a cheap copy
-    /// of a few cells, taken on the loop's thread. Never fails; on a closed loop the
-    /// counters keep their last values and `signal_handlers` is 0.
+    /// of a few cells, taken on the loop's thread. Never fails. On a closed loop the
+    /// counters keep their last values (children still running at `close()` are reaped
+    /// in the background, uncounted) and `signal_handlers` is 0.
     pub fn process_metrics(&self) -> ProcessMetrics {
         let children = &self.core.children;
         let (spawned, exited) = (children.spawned.get(), children.exited.get());

@@ -80,7 +80,7 @@ pub use policy::{
     set_event_loop_policy,
 };
 pub use process::{
-    ChildCallback, ChildWatcher, Output, PidfdChildWatcher, PipeTransport, Stdio,
+    ChildCallback, ChildWatcher, Output, PidfdChildWatcher, PipeTransport, ProcessMetrics, Stdio,
     SubprocessOptions, SubprocessProtocol, SubprocessTransport, ThreadedChildWatcher,
     UNKNOWN_RETURNCODE,
 };

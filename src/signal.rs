@@ -71,6 +71,13 @@ pub(crate) struct LoopSignals {
     channel: Option<Channel>,
 }
 
+impl LoopSignals {
+    /// How many signals have a handler.
+    pub(crate) fn handler_count(&self) -> usize {
+        self.handlers.len()
+    }
+}
+
 /// The loop's end of the delivery socketpair.
 struct Channel {
     reader: UnixStream,

@@ -104,6 +104,7 @@ fn udp_echo_round_trip_with_a_connected_client() {
         },
     );
     assert_eq!(client.peername(), Some(Address::Inet(server_addr)));
+    assert_eq!(lp.net_metrics().open_datagram_endpoints, 2);
     assert_eq!(
         client.get_extra_info("peername"),
         Some(ExtraInfo::Address(Address::Inet(server_addr)))
@@ -143,6 +144,21 @@ fn udp_echo_round_trip_with_a_connected_client() {
     assert!(matches!(client_addr, Address::Inet(a) if a.ip().is_loopback()));
     server.abort();
     run_until(&lp, move || s.borrow().events.len() == 2);
+    let metrics = lp.net_metrics();
+    assert_eq!(
+        (
+            metrics.datagrams_sent,
+            metrics.datagrams_received,
+            metrics.open_datagram_endpoints
+        ),
+        (6, 6, 0),
+        "3 each way, echoed: {metrics:?}"
+    );
+    assert_eq!(
+        (metrics.bytes_sent, metrics.bytes_received),
+        (0, 0),
+        "streams only"
+    );
     lp.close().unwrap();
 }
 
@@ -332,6 +348,11 @@ fn a_full_unix_receiver_pauses_the_writer_and_draining_resumes_it_in_order() {
     );
     assert_eq!(t.get_write_buffer_size(), 0);
     assert_eq!(r.borrow().events, ["made", "pause", "resume"]);
+    assert_eq!(
+        lp.net_metrics().datagrams_sent,
+        u64::from(sent),
+        "sent at once or from the buffer"
+    );
     lp.close().unwrap();
 }
 

@@ -124,6 +124,23 @@ fn two_signals_each_reach_their_handler() {
 }
 
 #[test]
+fn process_metrics_count_the_signals_with_a_handler() {
+    let _serial = serial();
+    let lp = EventLoop::new().unwrap();
+    let count = |lp: &EventLoop| lp.process_metrics().signal_handlers;
+    assert_eq!(count(&lp), 0);
+    lp.add_signal_handler(libc::SIGUSR1, || {}).unwrap();
+    lp.add_signal_handler(libc::SIGUSR2, || {}).unwrap();
+    lp.add_signal_handler(libc::SIGUSR1, || {}).unwrap();
+    assert_eq!(count(&lp), 2, "replacing a handler adds none");
+    assert!(lp.remove_signal_handler(libc::SIGUSR2).unwrap());
+    assert_eq!(count(&lp), 1);
+    lp.close().unwrap();
+    assert_eq!(count(&lp), 0, "closing removed every handler");
+    assert_eq!(disposition(libc::SIGUSR1), libc::SIG_DFL);
+}
+
+#[test]
 fn adding_again_replaces_the_handler() {
     let _serial = serial();
     let lp = EventLoop::new().unwrap();

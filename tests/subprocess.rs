@@ -55,6 +55,7 @@ for_each_watcher!(
     closing_the_loop_under_a_running_child_is_safe,
     a_full_stdin_queue_pauses_then_resumes_writing,
     only_stdio_is_inherited,
+    process_metrics_count_spawned_running_and_exited_children,
 );
 
 // ---- a recording protocol -------------------------------------------------------------
@@ -997,4 +998,43 @@ fn only_stdio_is_inherited(watcher: Watcher) {
         "the child's descriptors (fd {leaky} was inheritable)"
     );
     lp.close().unwrap();
+}
+
+/// `(spawned, running, exited)` of `lp`'s process metrics.
+fn counts(lp: &EventLoop) -> (u64, u64, u64) {
+    let m = lp.process_metrics();
+    (m.spawned, m.running, m.exited)
+}
+
+fn process_metrics_count_spawned_running_and_exited_children(watcher: Watcher) {
+    let lp = EventLoop::new().unwrap();
+    assert_eq!(counts(&lp), (0, 0, 0));
+    let done = Rc::new(Cell::new(0));
+    let sleeper = start(&lp, &os(&["sleep", "10"]), options(&watcher), &done);
+    assert_eq!(counts(&lp), (1, 1, 0), "counted when started");
+    let quick = run_one(&lp, &os(&["true"]), options(&watcher));
+    assert_eq!(quick.returncode(), Some(0));
+    assert_eq!(counts(&lp), (2, 1, 1));
+    let missing = lp.subprocess_exec(
+        Recorder {
+            events: Rc::default(),
+            transport: None,
+            done: done.clone(),
+            close_on_data: false,
+        },
+        &["/no/such/program-xyz"],
+        options(&watcher),
+    );
+    assert!(matches!(missing, Err(Error::Spawn { .. })));
+    assert_eq!(
+        counts(&lp),
+        (2, 1, 1),
+        "a child that never started is not counted"
+    );
+    sleeper.transport.close();
+    run_until(&lp, &done, 1);
+    assert_eq!(sleeper.returncode(), Some(-libc::SIGKILL));
+    assert_eq!(counts(&lp), (2, 0, 2));
+    lp.close().unwrap();
+    assert_eq!(counts(&lp), (2, 0, 2), "a closed loop keeps its counters");
 }

@@ -215,6 +215,12 @@ fn echo_round_trip(
         transport.writelines([&b"hello, "[..], b"world"]).unwrap();
         until(&inner, || c.borrow().data.len() == 12).await;
         assert_eq!(c.borrow().data, b"hello, world");
+        let metrics = inner.net_metrics();
+        assert_eq!(
+            (metrics.open_servers, metrics.open_transports),
+            (1, 2),
+            "the server and both ends: {metrics:?}"
+        );
         transport.close();
         assert!(transport.is_closing());
         until(&inner, || events(&c).len() == 2).await;

@@ -115,6 +115,30 @@ pub struct LoopMetrics {
     pub gaps: u64,
     /// Counter: events lost by subscribers.
     pub events_missed: u64,
+    /// Gauge: servers not closed.
+    pub open_servers: u64,
+    /// Gauge: stream transports made and not yet lost.
+    pub open_transports: u64,
+    /// Gauge: datagram endpoints made and not yet lost.
+    pub open_datagram_endpoints: u64,
+    /// Counter: connections accepted by the loop's servers.
+    pub connections_accepted: u64,
+    /// Counter: bytes received by stream transports.
+    pub bytes_received: u64,
+    /// Counter: bytes sent by stream transports.
+    pub bytes_sent: u64,
+    /// Counter: datagrams received by datagram endpoints.
+    pub datagrams_received: u64,
+    /// Counter: datagrams sent by datagram endpoints.
+    pub datagrams_sent: u64,
+    /// Counter: child processes started.
+    pub processes_spawned: u64,
+    /// Gauge: child processes started and not reaped yet.
+    pub processes_running: u64,
+    /// Counter: child processes reaped.
+    pub processes_exited: u64,
+    /// Gauge: signals with a handler on the loop.
+    pub signal_handlers: u64,
 }
 
 impl LoopMetrics {
@@ -136,6 +160,18 @@ impl LoopMetrics {
             subscribers: m.subscribers,
             gaps: m.gaps,
             events_missed: m.events_missed,
+            open_servers: m.open_servers,
+            open_transports: m.open_transports,
+            open_datagram_endpoints: m.open_datagram_endpoints,
+            connections_accepted: m.connections_accepted,
+            bytes_received: m.bytes_received,
+            bytes_sent: m.bytes_sent,
+            datagrams_received: m.datagrams_received,
+            datagrams_sent: m.datagrams_sent,
+            processes_spawned: m.processes_spawned,
+            processes_running: m.processes_running,
+            processes_exited: m.processes_exited,
+            signal_handlers: m.signal_handlers,
         })
     }
 }

@@ -388,3 +388,74 @@ fn loops_are_managed_from_the_command_line() {
         "header, default, worker: {listed}"
     );
 }
+
+#[test]
+fn metrics_show_traffic_and_processes() {
+    use std::io::Write;
+    use std::net::TcpStream;
+
+    let daemon = Daemon::start();
+    let server = json_lines(&ok(daemon.loopctl(&[
+        "--json",
+        "server",
+        "create",
+        "--host",
+        "127.0.0.1",
+        "--protocol",
+        "echo",
+    ])));
+    let addr = server[0]["addresses"][0].as_str().expect("address");
+    const N: usize = 4096;
+    let mut peer = TcpStream::connect(addr).expect("connect");
+    peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    peer.write_all(&[7; N]).expect("write");
+    let mut echoed = [0; N];
+    peer.read_exact(&mut echoed).expect("echo");
+    let id = ok(daemon.loopctl(&["proc", "spawn", "--", "true"]));
+    ok(daemon.loopctl(&["proc", "wait", id.trim()]));
+
+    let loops = json_lines(&ok(daemon.loopctl(&["--json", "metrics"])));
+    let m = &loops[0];
+    let cases = [
+        ("open_servers", 1),
+        ("open_transports", 1),
+        ("open_datagram_endpoints", 0),
+        ("connections_accepted", 1),
+        ("bytes_received", N as u64),
+        ("bytes_sent", N as u64),
+        ("datagrams_received", 0),
+        ("datagrams_sent", 0),
+        ("processes_spawned", 1),
+        ("processes_running", 0),
+        ("processes_exited", 1),
+        ("signal_handlers", 0),
+    ];
+    for (key, want) in cases {
+        assert_eq!(m[key].as_u64(), Some(want), "{key}: {m}");
+    }
+
+    let text = ok(daemon.loopctl(&["metrics"]));
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let column = |name: &str| {
+        let at = lines[0].iter().position(|h| *h == name);
+        lines[1][at.unwrap_or_else(|| panic!("no {name} column: {text}"))]
+    };
+    let n = N.to_string();
+    let cases = [
+        ("SERVERS", "1"),
+        ("TRANSPORTS", "1"),
+        ("ACCEPTED", "1"),
+        ("BYTES_IN", n.as_str()),
+        ("BYTES_OUT", n.as_str()),
+        ("SPAWNED", "1"),
+        ("RUNNING", "0"),
+        ("EXITED", "1"),
+    ];
+    for (name, want) in cases {
+        assert_eq!(column(name), want, "{name}: {text}");
+    }
+}

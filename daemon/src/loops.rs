@@ -288,6 +288,8 @@ impl LoopCtx {
     /// The loop's metrics, taken on its thread.
     pub fn metrics(&self) -> pb::LoopMetrics {
         let m = self.lp.metrics();
+        let net = self.lp.net_metrics();
+        let process = self.lp.process_metrics();
         let ring = &self.shared.ring;
         let st = self.state.borrow();
         pb::LoopMetrics {
@@ -307,6 +309,18 @@ impl LoopCtx {
             subscribers: ring.subscribers.load(Ordering::Relaxed),
             gaps: ring.gaps.load(Ordering::Relaxed),
             events_missed: ring.missed.load(Ordering::Relaxed),
+            open_servers: net.open_servers as u64,
+            open_transports: net.open_transports as u64,
+            open_datagram_endpoints: net.open_datagram_endpoints as u64,
+            connections_accepted: net.connections_accepted,
+            bytes_received: net.bytes_received,
+            bytes_sent: net.bytes_sent,
+            datagrams_received: net.datagrams_received,
+            datagrams_sent: net.datagrams_sent,
+            processes_spawned: process.spawned,
+            processes_running: process.running,
+            processes_exited: process.exited,
+            signal_handlers: process.signal_handlers as u64,
         }
     }
 

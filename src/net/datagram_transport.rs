@@ -353,6 +353,7 @@ impl DatagramInner {
             match self.recv_from(&mut buffer) {
                 Ok((n, from)) => {
                     bytes += n;
+                    crate::metrics::bump(&lp.core.net.counters.datagrams_received, 1);
                     self.datagram_received(lp, &buffer[..n], Address::of(&from));
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
@@ -420,7 +421,10 @@ impl DatagramInner {
         };
         if self.state.borrow().buffer.is_empty() {
             match self.send_one(data, dest.as_ref()) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    crate::metrics::bump(&lp.core.net.counters.datagrams_sent, 1);
+                    return Ok(());
+                }
                 Err(err) if is_retry(&err) => {}
                 Err(err) => {
                     self.error_received(&lp, err);
@@ -474,7 +478,10 @@ impl DatagramInner {
                 break;
             };
             match self.send_one(&data, dest.as_ref()) {
-                Ok(()) => self.state.borrow_mut().buffer_size -= data.len() + HEADER_SIZE,
+                Ok(()) => {
+                    crate::metrics::bump(&lp.core.net.counters.datagrams_sent, 1);
+                    self.state.borrow_mut().buffer_size -= data.len() + HEADER_SIZE;
+                }
                 Err(err) if is_retry(&err) => {
                     self.state.borrow_mut().buffer.push_front((data, dest));
                     break;

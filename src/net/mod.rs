@@ -172,9 +172,12 @@ pub(crate) struct NetCounters {
     pub(crate) bytes_received: Cell<u64>,
     pub(crate) bytes_sent: Cell<u64>,
     pub(crate) accepted: Cell<u64>,
+    pub(crate) datagrams_received: Cell<u64>,
+    pub(crate) datagrams_sent: Cell<u64>,
 }
 
-/// A snapshot of one loop's stream networking (see [`EventLoop::net_metrics`]).
+/// A snapshot of one loop's networking (see [`EventLoop::net_metrics`]): gauges (`open_*`)
+/// are the value now, counters count from the loop's creation and only grow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct NetMetrics {
@@ -188,6 +191,12 @@ pub struct NetMetrics {
     pub bytes_sent: u64,
     /// Connections accepted by servers, in total.
     pub connections_accepted: u64,
+    /// Datagram endpoints made and not yet lost.
+    pub open_datagram_endpoints: usize,
+    /// Datagrams handed to protocols' `datagram_received`, in total.
+    pub datagrams_received: u64,
+    /// Datagrams the sockets took from `sendto`, in total (dropped ones not counted).
+    pub datagrams_sent: u64,
 }
 
 impl NetState {
@@ -233,7 +242,8 @@ impl EventLoop {
         self.core.net.transports.borrow().len()
     }
 
-    /// Counters of this loop's servers and transports.
+    /// Counters and gauges of this loop's servers, transports and datagram endpoints: a
+    /// cheap copy of a few cells, taken on the loop's thread. Never fails.
     pub fn net_metrics(&self) -> NetMetrics {
         let net = &self.core.net;
         NetMetrics {
@@ -242,6 +252,9 @@ impl EventLoop {
             bytes_received: net.counters.bytes_received.get(),
             bytes_sent: net.counters.bytes_sent.get(),
             connections_accepted: net.counters.accepted.get(),
+            open_datagram_endpoints: net.datagrams.borrow().len(),
+            datagrams_received: net.counters.datagrams_received.get(),
+            datagrams_sent: net.counters.datagrams_sent.get(),
         }
     }
 }

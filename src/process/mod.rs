@@ -33,7 +33,7 @@ mod spawn;
 mod subprocess;
 mod threaded;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
 
@@ -132,6 +132,51 @@ struct Watched {
 #[derive(Default)]
 pub(crate) struct Children {
     watched: RefCell<HashMap<u32, Watched>>,
+    /// Subprocess transports whose child was started and handed to a watcher.
+    pub(crate) spawned: Cell<u64>,
+    /// Subprocess transports whose child was reaped.
+    pub(crate) exited: Cell<u64>,
+}
+
+/// A snapshot of one loop's subprocesses and signal handlers (see
+/// [`EventLoop::process_metrics`]). Counters count from the loop's creation and only
+/// grow; gauges are the value now.
+///
+/// Only children started by [`EventLoop::subprocess_exec`] (or `subprocess_shell`) are
+/// counted; a pid merely handed to [`ChildWatcher::add_child_handler`] is not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProcessMetrics {
+    /// Counter: children started and handed to a child watcher. A child whose watcher
+    /// refused it (it is killed at once) is not counted.
+    pub spawned: u64,
+    /// Gauge: children started and not reaped yet (`spawned - exited`).
+    pub running: u64,
+    /// Counter: children reaped while the loop was open, their exit reported to their
+    /// transport. A child whose handler was taken away with
+    /// [`ChildWatcher::remove_child_handler`] is reaped but not counted: it stays in
+    /// `running`.
+    pub exited: u64,
+    /// Gauge: signals this loop has a handler for
+    /// ([`add_signal_handler`](EventLoop::add_signal_handler)).
+    pub signal_handlers: usize,
+}
+
+impl EventLoop {
+    /// Counters and gauges of this loop's subprocesses and signal handlers: a cheap copy
+    /// of a few cells, taken on the loop's thread. Never fails. On a closed loop the
+    /// counters keep their last values (children still running at `close()` are reaped
+    /// in the background, uncounted) and `signal_handlers` is 0.
+    pub fn process_metrics(&self) -> ProcessMetrics {
+        let children = &self.core.children;
+        let (spawned, exited) = (children.spawned.get(), children.exited.get());
+        ProcessMetrics {
+            spawned,
+            running: spawned.saturating_sub(exited),
+            exited,
+            signal_handlers: self.core.signals.borrow().handler_count(),
+        }
+    }
 }
 
 impl Children {

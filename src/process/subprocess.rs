@@ -274,6 +274,7 @@ impl EventLoop {
         let (pid, ends) = spawn_child(&argv, options)?;
         let inner = Rc::new(Inner::new(self, pid, &ends));
         inner.watch(self, &*watcher)?;
+        crate::metrics::bump(&self.core.children.spawned, 1);
         inner.register_pipes(self, ends)?;
         let transport = SubprocessTransport { inner };
         *transport.inner.protocol.borrow_mut() = Some(Box::new(protocol));
@@ -458,6 +459,9 @@ impl Inner {
     /// The watcher reaped the child.
     fn on_exit(self: Rc<Self>, returncode: i32) {
         self.returncode.set(Some(returncode));
+        if let Some(core) = self.core.upgrade() {
+            crate::metrics::bump(&core.children.exited, 1);
+        }
         // The reader of stdin is gone (unless a grandchild holds it): stop writing.
         let unsent = self.stdin.borrow().as_ref().map(WriteEnd::pending);
         if let Some(unsent) = unsent {

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use super::Ctx;
 use super::output::{self, Table};
 
-/// Show the loops' metrics: iterations, callbacks, timers, lateness, events.
+/// Show the loops' metrics: iterations, callbacks, timers, lateness, events, servers,
+/// transports, bytes and datagrams in/out, child processes and signal handlers.
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
@@ -47,6 +48,18 @@ fn table(loops: &[LoopMetrics]) -> Table {
         "SUBSCRIBERS",
         "GAPS",
         "MISSED",
+        "SERVERS",
+        "TRANSPORTS",
+        "ENDPOINTS",
+        "ACCEPTED",
+        "BYTES_IN",
+        "BYTES_OUT",
+        "DGRAMS_IN",
+        "DGRAMS_OUT",
+        "SPAWNED",
+        "RUNNING",
+        "EXITED",
+        "SIGNALS",
     ]);
     for m in loops {
         let lateness = &m.timer_lateness;
@@ -66,6 +79,18 @@ fn table(loops: &[LoopMetrics]) -> Table {
             m.subscribers.to_string(),
             m.gaps.to_string(),
             m.events_missed.to_string(),
+            m.open_servers.to_string(),
+            m.open_transports.to_string(),
+            m.open_datagram_endpoints.to_string(),
+            m.connections_accepted.to_string(),
+            m.bytes_received.to_string(),
+            m.bytes_sent.to_string(),
+            m.datagrams_received.to_string(),
+            m.datagrams_sent.to_string(),
+            m.processes_spawned.to_string(),
+            m.processes_running.to_string(),
+            m.processes_exited.to_string(),
+            m.signal_handlers.to_string(),
         ]);
     }
     table
@@ -98,6 +123,18 @@ fn to_json(m: &LoopMetrics) -> Value {
         "subscribers": m.subscribers,
         "gaps": m.gaps,
         "events_missed": m.events_missed,
+        "open_servers": m.open_servers,
+        "open_transports": m.open_transports,
+        "open_datagram_endpoints": m.open_datagram_endpoints,
+        "connections_accepted": m.connections_accepted,
+        "bytes_received": m.bytes_received,
+        "bytes_sent": m.bytes_sent,
+        "datagrams_received": m.datagrams_received,
+        "datagrams_sent": m.datagrams_sent,
+        "processes_spawned": m.processes_spawned,
+        "processes_running": m.processes_running,
+        "processes_exited": m.processes_exited,
+        "signal_handlers": m.signal_handlers,
     })
 }
 
@@ -125,5 +162,54 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert!(lines[1].starts_with("default  10 "), "{}", lines[1]);
         assert_eq!(to_json(&loops[1])["loop"], "w");
+    }
+
+    #[test]
+    fn networking_and_process_figures_are_shown() {
+        let m = LoopMetrics {
+            loop_name: "net".into(),
+            open_servers: 1,
+            open_transports: 2,
+            open_datagram_endpoints: 3,
+            connections_accepted: 4,
+            bytes_received: 5,
+            bytes_sent: 6,
+            datagrams_received: 7,
+            datagrams_sent: 8,
+            processes_spawned: 9,
+            processes_running: 10,
+            processes_exited: 11,
+            signal_handlers: 12,
+            ..LoopMetrics::default()
+        };
+        let mut buf = Vec::new();
+        table(std::slice::from_ref(&m)).write(&mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let header: Vec<&str> = lines[0].split_whitespace().collect();
+        let row: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(header.len(), row.len(), "{text}");
+        let tail: Vec<&str> = row[row.len() - 12..].to_vec();
+        let want: Vec<String> = (1..=12).map(|n| n.to_string()).collect();
+        assert_eq!(tail, want, "{text}");
+        assert_eq!(header[header.len() - 12], "SERVERS");
+        let json = to_json(&m);
+        let cases = [
+            ("open_servers", 1),
+            ("open_transports", 2),
+            ("open_datagram_endpoints", 3),
+            ("connections_accepted", 4),
+            ("bytes_received", 5),
+            ("bytes_sent", 6),
+            ("datagrams_received", 7),
+            ("datagrams_sent", 8),
+            ("processes_spawned", 9),
+            ("processes_running", 10),
+            ("processes_exited", 11),
+            ("signal_handlers", 12),
+        ];
+        for (key, want) in cases {
+            assert_eq!(json[key], want, "{key}");
+        }
     }
 }

@@ -199,6 +199,16 @@ fn path_string(path: &Option<PathBuf>) -> String {
         .unwrap_or_default()
 }
 
+/// The side of the handshake [`Client::start_tls`] takes (asyncio's `server_side`), with
+/// its TLS material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartTlsSide {
+    /// The client's side: checks the server's certificate; `server_name` is required.
+    Client(TlsClient),
+    /// The server's side (`server_side=True`).
+    Server(TlsServer),
+}
+
 /// What [`Client::create_server`] binds and how it serves.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerOptions {
@@ -363,6 +373,10 @@ pub struct TransportInfo {
     pub creator_uid: u32,
     /// When it was made.
     pub created_at: Option<SystemTime>,
+    /// The TLS version in use (`TLSv1.3`); `None` without TLS.
+    pub tls_version: Option<String>,
+    /// The TLS cipher suite in use; `None` without TLS.
+    pub tls_cipher: Option<String>,
 }
 
 impl TransportInfo {
@@ -392,6 +406,8 @@ impl TransportInfo {
             error: Some(t.error).filter(|e| !e.is_empty()),
             creator_uid: t.creator_uid,
             created_at: system_time(t.created_at),
+            tls_version: Some(t.tls_version).filter(|v| !v.is_empty()),
+            tls_cipher: Some(t.tls_cipher).filter(|c| !c.is_empty()),
         }
     }
 }
@@ -1061,5 +1077,35 @@ impl Client {
             .await?
             .into_inner()
             .bytes_sent)
+    }
+
+    /// Upgrades an open plain transport to TLS in place (asyncio's `loop.start_tls`) and
+    /// answers, once the handshake is done, with the transport (same id, now with its TLS
+    /// version and cipher). The peer must start TLS too. Fails with INVALID_ARGUMENT for
+    /// unusable TLS material or a client side without `server_name`, NOT_FOUND for an
+    /// unknown transport, FAILED_PRECONDITION for a closing transport or one that already
+    /// speaks TLS, UNAVAILABLE when the handshake fails (the transport is then closed),
+    /// DEADLINE_EXCEEDED past the handshake timeout.
+    pub async fn start_tls(
+        &self,
+        loop_name: &str,
+        id: TransportId,
+        side: &StartTlsSide,
+    ) -> Result<TransportInfo> {
+        use pb::start_tls_request::Side;
+        let side = match side {
+            StartTlsSide::Client(tls) => Side::Client(tls_client_wire(tls)?),
+            StartTlsSide::Server(tls) => Side::Server(tls_server_wire(tls)?),
+        };
+        let request = pb::StartTlsRequest {
+            r#loop: loop_name.to_owned(),
+            transport_id: id.0,
+            side: Some(side),
+        };
+        let upgraded = self.net.clone().start_tls(request).await?.into_inner();
+        Ok(TransportInfo::from_wire(required(
+            upgraded.transport,
+            "transport",
+        )?))
     }
 }

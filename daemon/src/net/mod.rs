@@ -17,6 +17,7 @@
 
 mod datagram;
 mod protocol;
+mod tls;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -31,6 +32,7 @@ use tokio::sync::oneshot;
 
 pub use protocol::Behaviour;
 use protocol::NetProtocol;
+pub use tls::StartTlsSpec;
 
 use crate::bytestream::{ByteStream, StreamConfig, StreamReader};
 use crate::config::Limits;

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{Api, caller_uid, non_negative};
 use crate::bytestream::{ChunkStream, serve_read_rpc};
 use crate::config::Limits;
-use crate::net::{Behaviour, Bind, Connect, DeliverySpec, ServerSpec};
+use crate::net::{Behaviour, Bind, Connect, DeliverySpec, ServerSpec, StartTlsSpec};
 use crate::status::{Error, Result};
 
 /// Longest host name (DNS's limit).
@@ -228,6 +228,73 @@ fn connect_target(req: &pb::OpenConnectionRequest) -> Result<(Connect, String)> 
         },
     };
     Ok((target, shown))
+}
+
+/// A StartTls request's side and options, loaded with the same code as CreateServer's and
+/// OpenConnection's TLS material; errors in the material name the request's field.
+fn start_tls_spec(req: &pb::StartTlsRequest) -> Result<StartTlsSpec> {
+    use pb::start_tls_request::Side;
+    match &req.side {
+        Some(Side::Client(tls)) => {
+            let ca_field = if tls.ca_pem.is_empty() && !tls.ca_path.is_empty() {
+                "client.ca_path"
+            } else {
+                "client.ca_pem"
+            };
+            let (config, timeout) = tls_client(tls).map_err(|e| in_field(e, ca_field, ca_field))?;
+            if tls.server_name.is_empty() {
+                return Err(Error::invalid(
+                    "client.server_name",
+                    "empty: it is required, as a transport has no host to default to",
+                ));
+            }
+            Ok(StartTlsSpec {
+                context: config.into(),
+                options: loopd::StartTlsOptions {
+                    server_hostname: Some(tls.server_name.clone()),
+                    ssl_handshake_timeout: timeout,
+                    ..Default::default()
+                },
+            })
+        }
+        Some(Side::Server(tls)) => {
+            let from_bytes = !tls.cert_pem.is_empty() || !tls.key_pem.is_empty();
+            let (cert, key) = if from_bytes {
+                ("server.cert_pem", "server.key_pem")
+            } else {
+                ("server.cert_path", "server.key_path")
+            };
+            let (config, timeout) = tls_server(tls).map_err(|e| in_field(e, cert, key))?;
+            Ok(StartTlsSpec {
+                context: config.into(),
+                options: loopd::StartTlsOptions {
+                    ssl_handshake_timeout: timeout,
+                    ..Default::default()
+                },
+            })
+        }
+        None => Err(Error::invalid("side", "neither client nor server is set")),
+    }
+}
+
+/// Names the request field that bad TLS material came from: the key's field for a key
+/// that cannot be loaded, the certificate's (or CA's) for anything else.
+fn in_field(err: Error, cert_field: &'static str, key_field: &'static str) -> Error {
+    match err {
+        Error::Engine(loopd::Error::TlsConfig { what, .. }) => {
+            let field = if what == "private key" {
+                key_field
+            } else {
+                cert_field
+            };
+            Error::invalid(field, err)
+        }
+        Error::Invalid { what: "tls", value } => Error::Invalid {
+            what: cert_field.split('.').next().unwrap_or(cert_field),
+            value,
+        },
+        other => other,
+    }
 }
 
 /// A CreateDatagramEndpoint's addresses: at least one of local and remote.
@@ -659,6 +726,22 @@ impl NetService for Api {
             })
             .await?;
         Ok(Response::new(pb::SendfileResponse { bytes_sent }))
+    }
+
+    async fn start_tls(
+        &self,
+        request: Request<pb::StartTlsRequest>,
+    ) -> Result<Response<pb::StartTlsResponse>, Status> {
+        let req = request.into_inner();
+        let spec = start_tls_spec(&req)?;
+        let shared = self.daemon.registry.get(&req.r#loop)?;
+        let id = req.transport_id;
+        let transport = shared
+            .call_later(move |ctx, answer| ctx.net_start_tls(id, spec, answer))
+            .await?;
+        Ok(Response::new(pb::StartTlsResponse {
+            transport: Some(transport),
+        }))
     }
 }
 

@@ -949,7 +949,8 @@ impl Client {
         }))
     }
 
-    /// Creates a UDP endpoint bound to `local` and/or connected to `remote` (host, port).
+    /// Creates a UDP endpoint bound to `local` and/or connected to `remote` (host, port);
+    /// see [`Client::create_unix_datagram_endpoint`] for Unix datagram sockets.
     pub async fn create_datagram_endpoint(
         &self,
         loop_name: &str,
@@ -966,7 +967,37 @@ impl Client {
             remote_port: u32::from(remote_port),
             reuse_port: false,
             allow_broadcast: false,
+            local_path: String::new(),
+            remote_path: String::new(),
         };
+        self.create_endpoint(request).await
+    }
+
+    /// Creates a Unix datagram endpoint bound to the socket path `local` and/or connected
+    /// to `remote` (asyncio's `create_datagram_endpoint` with `family=AF_UNIX`). The daemon
+    /// replaces a stale socket file at `local` and removes its file when the endpoint
+    /// closes. Without `local` the socket is unnamed: peers cannot answer it. Paths are
+    /// the daemon's: give absolute ones.
+    pub async fn create_unix_datagram_endpoint(
+        &self,
+        loop_name: &str,
+        local: Option<&std::path::Path>,
+        remote: Option<&std::path::Path>,
+    ) -> Result<EndpointInfo> {
+        let path = |p: Option<&std::path::Path>| p.map(|p| p.display().to_string());
+        let request = pb::CreateDatagramEndpointRequest {
+            r#loop: loop_name.to_owned(),
+            local_path: path(local).unwrap_or_default(),
+            remote_path: path(remote).unwrap_or_default(),
+            ..Default::default()
+        };
+        self.create_endpoint(request).await
+    }
+
+    async fn create_endpoint(
+        &self,
+        request: pb::CreateDatagramEndpointRequest,
+    ) -> Result<EndpointInfo> {
         let e = self
             .net
             .clone()
@@ -991,6 +1022,26 @@ impl Client {
             data: data.into(),
             host: host.to_owned(),
             port: u32::from(port),
+            path: String::new(),
+        };
+        self.net.clone().send_datagram(request).await?;
+        Ok(())
+    }
+
+    /// Sends a datagram from a Unix datagram endpoint to the socket at `path`.
+    pub async fn send_datagram_to_path(
+        &self,
+        loop_name: &str,
+        id: EndpointId,
+        data: impl Into<Vec<u8>>,
+        path: &std::path::Path,
+    ) -> Result<()> {
+        let request = pb::SendDatagramRequest {
+            r#loop: loop_name.to_owned(),
+            endpoint_id: id.0,
+            data: data.into(),
+            path: path.display().to_string(),
+            ..Default::default()
         };
         self.net.clone().send_datagram(request).await?;
         Ok(())

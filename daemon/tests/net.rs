@@ -1072,3 +1072,160 @@ async fn start_tls_refuses_bad_input_with_the_right_status() {
     assert!(closed.message().contains(&id.to_string()), "{closed:?}");
     drop(quiet_peer);
 }
+
+// ---- Unix datagram endpoints ---------------------------------------------------------
+
+async fn unix_endpoint(channel: &Channel, local: &str, remote: &str) -> pb::DatagramEndpointInfo {
+    net(channel)
+        .create_datagram_endpoint(pb::CreateDatagramEndpointRequest {
+            local_path: local.into(),
+            remote_path: remote.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateDatagramEndpoint")
+        .into_inner()
+        .endpoint
+        .expect("endpoint")
+}
+
+/// The next DatagramReceived: (sender path, data).
+async fn datagram(events: &mut Streaming<pb::EventBatch>) -> (String, Vec<u8>) {
+    let got = collect(events, 1, |e| {
+        matches!(e.kind, Some(Kind::DatagramReceived(_)))
+    })
+    .await;
+    let Some(Kind::DatagramReceived(d)) = &got[0].kind else {
+        unreachable!()
+    };
+    match d.addr.as_ref().and_then(|a| a.kind.clone()) {
+        Some(pb::net_address::Kind::Unix(u)) => (u.path, d.data.clone()),
+        other => panic!("not a unix sender: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_unix_datagram_endpoint_talks_to_named_and_unnamed_peers() {
+    use std::os::unix::net::UnixDatagram;
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut events = subscribe(&channel, "").await;
+    let local = daemon.dir.path().join("endpoint.sock");
+    drop(UnixDatagram::bind(&local).expect("a stale socket file"));
+    let local_str = local.display().to_string();
+    let endpoint = unix_endpoint(&channel, &local_str, "").await;
+    assert!(
+        matches!(endpoint.sockname.as_ref().and_then(|a| a.kind.clone()),
+            Some(pb::net_address::Kind::Unix(u)) if u.path == local_str),
+        "{endpoint:?}"
+    );
+
+    let peer_path = daemon.dir.path().join("peer.sock");
+    let peer = UnixDatagram::bind(&peer_path).expect("peer bind");
+    peer.set_read_timeout(Some(WAIT)).expect("timeout");
+    peer.send_to(b"named", &local).expect("send");
+    assert_eq!(
+        datagram(&mut events).await,
+        (peer_path.display().to_string(), b"named".to_vec())
+    );
+    let unnamed = UnixDatagram::unbound().expect("unnamed");
+    unnamed.send_to(b"anonymous", &local).expect("send");
+    assert_eq!(
+        datagram(&mut events).await,
+        (String::new(), b"anonymous".to_vec()),
+        "an unnamed sender has an empty path"
+    );
+
+    let send = |data: &[u8], host: &str, path: &str| pb::SendDatagramRequest {
+        endpoint_id: endpoint.endpoint_id,
+        data: data.to_vec(),
+        host: host.into(),
+        port: if host.is_empty() { 0 } else { 9 },
+        path: path.into(),
+        ..Default::default()
+    };
+    let peer_str = peer_path.display().to_string();
+    net(&channel)
+        .send_datagram(send(b"reply", "", &peer_str))
+        .await
+        .expect("SendDatagram to a path");
+    let mut buf = [0u8; 16];
+    let (n, from) = peer.recv_from(&mut buf).expect("reply arrives");
+    assert_eq!(&buf[..n], b"reply");
+    assert_eq!(from.as_pathname(), Some(local.as_path()));
+    let both = net(&channel)
+        .send_datagram(send(b"x", "127.0.0.1", &peer_str))
+        .await
+        .expect_err("a host and a path");
+    assert_eq!(both.code(), Code::InvalidArgument, "{both:?}");
+    assert!(both.message().contains("path"), "{both:?}");
+
+    let mixed = net(&channel)
+        .create_datagram_endpoint(pb::CreateDatagramEndpointRequest {
+            local_path: local_str.clone(),
+            local_port: 9,
+            ..Default::default()
+        })
+        .await
+        .expect_err("a path and a port");
+    assert_eq!(mixed.code(), Code::InvalidArgument, "{mixed:?}");
+    assert!(mixed.message().contains("local_path"), "{mixed:?}");
+
+    net(&channel)
+        .close_datagram_endpoint(pb::CloseDatagramEndpointRequest {
+            r#loop: String::new(),
+            endpoint_id: endpoint.endpoint_id,
+        })
+        .await
+        .expect("Close");
+    let deadline = std::time::Instant::now() + WAIT;
+    while local.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        !local.exists(),
+        "the daemon removes the socket file it bound"
+    );
+    assert!(peer_path.exists(), "and only that one");
+}
+
+#[tokio::test]
+async fn a_connected_unix_datagram_endpoint_sends_without_an_address() {
+    use std::os::unix::net::UnixDatagram;
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let peer_path = daemon.dir.path().join("peer.sock");
+    let peer = UnixDatagram::bind(&peer_path).expect("peer bind");
+    peer.set_read_timeout(Some(WAIT)).expect("timeout");
+    let endpoint = unix_endpoint(&channel, "", &peer_path.display().to_string()).await;
+    assert!(
+        matches!(endpoint.peername.as_ref().and_then(|a| a.kind.clone()),
+            Some(pb::net_address::Kind::Unix(u)) if u.path == peer_path.display().to_string()),
+        "{endpoint:?}"
+    );
+    net(&channel)
+        .send_datagram(pb::SendDatagramRequest {
+            endpoint_id: endpoint.endpoint_id,
+            data: b"to the remote".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("SendDatagram");
+    let mut buf = [0u8; 32];
+    let (n, from) = peer.recv_from(&mut buf).expect("arrives");
+    assert_eq!(&buf[..n], b"to the remote");
+    assert!(from.is_unnamed(), "no local path: an unnamed socket");
+
+    let missing = net(&channel)
+        .create_datagram_endpoint(pb::CreateDatagramEndpointRequest {
+            remote_path: "/nonexistent/loopd-dgram.sock".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no such socket");
+    assert_eq!(missing.code(), Code::Unavailable, "{missing:?}");
+    assert!(
+        missing.message().contains("/nonexistent/loopd-dgram.sock"),
+        "{missing:?}"
+    );
+}

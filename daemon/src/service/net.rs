@@ -52,9 +52,14 @@ fn check_port(what: &'static str, port: u32, zero_ok: bool) -> Result<u16> {
 }
 
 fn check_unix_path(path: &str) -> Result<String> {
+    check_path("unix_path", path)
+}
+
+/// A Unix socket path in field `what`: it must fit `sun_path`.
+fn check_path(what: &'static str, path: &str) -> Result<String> {
     if path.len() > MAX_UNIX_PATH || path.contains('\0') {
         return Err(Error::invalid(
-            "unix_path",
+            what,
             format!("{path:?} (at most {MAX_UNIX_PATH} bytes, no NUL)"),
         ));
     }
@@ -297,8 +302,11 @@ fn in_field(err: Error, cert_field: &'static str, key_field: &'static str) -> Er
     }
 }
 
-/// A CreateDatagramEndpoint's addresses: at least one of local and remote.
+/// A CreateDatagramEndpoint's addresses: at least one of local and remote, IP or Unix.
 fn datagram_options(req: &pb::CreateDatagramEndpointRequest) -> Result<loopd::DatagramOptions> {
+    if !req.local_path.is_empty() || !req.remote_path.is_empty() {
+        return unix_datagram_options(req);
+    }
     let addr = |what, host: &str, port| -> Result<Option<loopd::DatagramAddr>> {
         if host.is_empty() && port == 0 {
             return Ok(None);
@@ -325,6 +333,61 @@ fn datagram_options(req: &pb::CreateDatagramEndpointRequest) -> Result<loopd::Da
         allow_broadcast: req.allow_broadcast,
         ..Default::default()
     })
+}
+
+/// A Unix datagram endpoint's paths; no host or port may come with them.
+fn unix_datagram_options(
+    req: &pb::CreateDatagramEndpointRequest,
+) -> Result<loopd::DatagramOptions> {
+    let (what, path) = if req.local_path.is_empty() {
+        ("remote_path", &req.remote_path)
+    } else {
+        ("local_path", &req.local_path)
+    };
+    let inet = !req.local_host.is_empty() || req.local_port != 0;
+    if inet || !req.remote_host.is_empty() || req.remote_port != 0 {
+        return Err(Error::invalid(
+            what,
+            format!("{path:?} together with a host or port"),
+        ));
+    }
+    let addr = |what, path: &str| -> Result<Option<loopd::DatagramAddr>> {
+        if path.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(loopd::DatagramAddr::Unix(
+            check_path(what, path)?.into(),
+        )))
+    };
+    Ok(loopd::DatagramOptions {
+        local_addr: addr("local_path", &req.local_path)?,
+        remote_addr: addr("remote_path", &req.remote_path)?,
+        reuse_port: req.reuse_port,
+        allow_broadcast: req.allow_broadcast,
+        ..Default::default()
+    })
+}
+
+/// A SendDatagram's destination: an IP address and port, a Unix path, or none.
+fn datagram_destination(req: &pb::SendDatagramRequest) -> Result<Option<loopd::Address>> {
+    match (req.host.is_empty(), req.path.is_empty()) {
+        (true, true) => Ok(None),
+        (false, false) => Err(Error::invalid(
+            "path",
+            format!("{:?} together with host {:?}", req.path, req.host),
+        )),
+        (true, false) => {
+            let path = check_path("path", &req.path)?;
+            Ok(Some(loopd::Address::Unix(Some(path.into()))))
+        }
+        (false, true) => {
+            let ip: IpAddr = req.host.parse().map_err(|_| {
+                Error::invalid("host", format!("{:?} is not an IP address", req.host))
+            })?;
+            let port = check_port("port", req.port, false)?;
+            Ok(Some(loopd::Address::Inet(SocketAddr::new(ip, port))))
+        }
+    }
 }
 
 fn usize_mark(what: &'static str, mark: Option<u64>) -> Result<Option<usize>> {
@@ -642,14 +705,7 @@ impl NetService for Api {
         request: Request<pb::SendDatagramRequest>,
     ) -> Result<Response<pb::SendDatagramResponse>, Status> {
         let req = request.into_inner();
-        let to = if req.host.is_empty() {
-            None
-        } else {
-            let ip: IpAddr = req.host.parse().map_err(|_| {
-                Error::invalid("host", format!("{:?} is not an IP address", req.host))
-            })?;
-            Some(SocketAddr::new(ip, check_port("port", req.port, false)?))
-        };
+        let to = datagram_destination(&req)?;
         let (id, data) = (req.endpoint_id, req.data);
         self.on_loop(&req.r#loop, move |ctx| ctx.net_send_datagram(id, &data, to))
             .await?;
@@ -780,6 +836,64 @@ mod tests {
         assert_eq!(events_only.stream_window, None);
         assert!(delivery(9, 0, 0, &limits).is_err());
         assert!(delivery(0, 0, u64::MAX, &limits).is_err());
+    }
+
+    #[test]
+    fn datagram_paths_and_hosts_exclude_each_other() {
+        let dest = |host: &str, port, path: &str| {
+            datagram_destination(&pb::SendDatagramRequest {
+                host: host.into(),
+                port,
+                path: path.into(),
+                ..Default::default()
+            })
+        };
+        assert!(matches!(dest("", 0, ""), Ok(None)));
+        assert!(matches!(
+            dest("", 0, "/tmp/p.sock"),
+            Ok(Some(loopd::Address::Unix(Some(_))))
+        ));
+        assert!(matches!(
+            dest("::1", 9, ""),
+            Ok(Some(loopd::Address::Inet(_)))
+        ));
+        let cases = [
+            (dest("127.0.0.1", 9, "/tmp/p.sock"), "path"),
+            (dest("", 0, &"x".repeat(200)), "path"),
+            (dest("nope", 9, ""), "host"),
+        ];
+        for (result, field) in cases {
+            assert!(
+                matches!(&result, Err(Error::Invalid { what, .. }) if *what == field),
+                "{result:?}"
+            );
+        }
+        let req = pb::CreateDatagramEndpointRequest {
+            remote_path: "/tmp/r.sock".into(),
+            remote_host: "127.0.0.1".into(),
+            ..Default::default()
+        };
+        let err = datagram_options(&req).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Invalid {
+                    what: "remote_path",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let req = pb::CreateDatagramEndpointRequest {
+            local_path: "/tmp/l.sock".into(),
+            ..Default::default()
+        };
+        let options = datagram_options(&req).unwrap();
+        assert!(matches!(
+            options.local_addr,
+            Some(loopd::DatagramAddr::Unix(_))
+        ));
+        assert!(options.remote_addr.is_none());
     }
 
     #[test]

@@ -1137,11 +1137,16 @@ impl Client {
     /// unknown transport, FAILED_PRECONDITION for a closing transport or one that already
     /// speaks TLS, UNAVAILABLE when the handshake fails (the transport is then closed),
     /// DEADLINE_EXCEEDED past the handshake timeout.
+    ///
+    /// `write_first` (may be empty) is written in clear in the same loop step that starts
+    /// TLS: a STARTTLS protocol's go-ahead, which the peer can then answer with TLS
+    /// records without racing the upgrade.
     pub async fn start_tls(
         &self,
         loop_name: &str,
         id: TransportId,
         side: &StartTlsSide,
+        write_first: impl Into<Vec<u8>>,
     ) -> Result<TransportInfo> {
         use pb::start_tls_request::Side;
         let side = match side {
@@ -1152,6 +1157,7 @@ impl Client {
             r#loop: loop_name.to_owned(),
             transport_id: id.0,
             side: Some(side),
+            write_first: write_first.into(),
         };
         let upgraded = self.net.clone().start_tls(request).await?.into_inner();
         Ok(TransportInfo::from_wire(required(

@@ -395,8 +395,19 @@ fn conn_starttls_upgrades_both_ends() {
         &cert,
         "--tls-key",
         &key,
+        "--write-first",
+        "OK",
     ];
     let server_up = daemon.loopctl_command(&server_args).spawn().expect("spawn");
+    // The client starts TLS once the server's go-ahead arrived, as STARTTLS protocols do.
+    let deadline = Instant::now() + WAIT;
+    let got_ok = || {
+        let shown = json_lines(&ok(daemon.loopctl(&["--json", "conn", "show", &client_id])));
+        shown[0]["bytes_received"] == 2
+    };
+    while !got_ok() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let client_up = daemon.loopctl(&[
         "--json",
         "conn",

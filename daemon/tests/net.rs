@@ -912,15 +912,19 @@ async fn start_tls_upgrades_both_ends_of_a_plain_connection_in_place() {
         .await
         .expect("Write");
     assert_eq!(read_n(&mut server_chunks, 0, 9).await.0, b"STARTTLS\n");
-    write(&channel, server_side, b"OK\n").await.expect("Write");
-    assert_eq!(read_n(&mut client_chunks, 0, 3).await.0, b"OK\n");
 
+    // The server's side answers OK in the step that starts TLS; the client starts once
+    // it read the OK, as STARTTLS protocols go.
     let (ca, cert, key) = pki();
-    let (mut a, mut b) = (net(&channel), net(&channel));
-    let (server_up, client_up) = tokio::join!(
-        a.start_tls(start_tls_server(server_side, &cert, &key)),
-        b.start_tls(start_tls_client(client_side, "localhost", &ca)),
-    );
+    let mut request = start_tls_server(server_side, &cert, &key);
+    request.write_first = b"OK\n".to_vec();
+    let mut a = net(&channel);
+    let server_up = tokio::spawn(async move { a.start_tls(request).await });
+    assert_eq!(read_n(&mut client_chunks, 0, 3).await.0, b"OK\n");
+    let client_up = net(&channel)
+        .start_tls(start_tls_client(client_side, "localhost", &ca))
+        .await;
+    let server_up = server_up.await.expect("the server's StartTls");
     for (up, id) in [(server_up, server_side), (client_up, client_side)] {
         let info = up
             .expect("StartTls")
@@ -957,11 +961,19 @@ async fn start_tls_upgrades_both_ends_of_a_plain_connection_in_place() {
     let made = collect(&mut events, 0, |_| false).await;
     assert!(made.is_empty(), "{made:?}");
 
+    let written = transport(&channel, client_side).await.bytes_written;
+    let mut again = start_tls_client(client_side, "localhost", &ca);
+    again.write_first = b"not sent".to_vec();
     let again = net(&channel)
-        .start_tls(start_tls_client(client_side, "localhost", &ca))
+        .start_tls(again)
         .await
         .expect_err("already TLS");
     assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+    assert_eq!(
+        transport(&channel, client_side).await.bytes_written,
+        written,
+        "a refused StartTls writes nothing"
+    );
     assert!(
         again
             .message()
@@ -976,12 +988,17 @@ async fn start_tls_with_the_wrong_server_name_fails_and_closes_the_transport() {
     let channel = daemon.channel().await;
     let mut events = subscribe(&channel, "").await;
     let (server_side, client_side, _) = plain_pair(&channel, &mut events).await;
+    let (_c, mut client_chunks) = reader(&channel, client_side, 1 << 20).await;
     let (ca, cert, key) = pki();
-    let (mut a, mut b) = (net(&channel), net(&channel));
-    let (server_up, client_up) = tokio::join!(
-        a.start_tls(start_tls_server(server_side, &cert, &key)),
-        b.start_tls(start_tls_client(client_side, "wrong.example", &ca)),
-    );
+    let mut request = start_tls_server(server_side, &cert, &key);
+    request.write_first = b"OK\n".to_vec();
+    let mut a = net(&channel);
+    let server_up = tokio::spawn(async move { a.start_tls(request).await });
+    assert_eq!(read_n(&mut client_chunks, 0, 3).await.0, b"OK\n");
+    let client_up = net(&channel)
+        .start_tls(start_tls_client(client_side, "wrong.example", &ca))
+        .await;
+    let server_up = server_up.await.expect("the server's StartTls");
     let err = client_up.expect_err("a certificate for localhost only");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(err.message().contains("wrong.example"), "{err:?}");

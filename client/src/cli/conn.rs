@@ -66,7 +66,7 @@ pub enum ConnCommand {
     /// peer must start TLS too. Prints the transport once the handshake is done.
     #[command(
         name = "starttls",
-        after_help = "Examples:\n  loopctl conn starttls 5 --server-name localhost --ca ca.pem\n  loopctl conn starttls 6 --server-side --tls-cert cert.pem --tls-key key.pem"
+        after_help = "Examples:\n  loopctl conn starttls 5 --server-name localhost --ca ca.pem\n  loopctl conn starttls 6 --server-side --tls-cert cert.pem --tls-key key.pem --write-first 'OK'"
     )]
     StartTls(StartTlsArgs),
 }
@@ -90,6 +90,15 @@ pub struct StartTlsArgs {
     /// Client side: trusted CA certificates (PEM file read by the daemon).
     #[arg(long, value_name = "FILE", required_unless_present = "server_side")]
     ca: Option<PathBuf>,
+    /// Write TEXT in clear in the step that starts TLS (a STARTTLS go-ahead, such as
+    /// "OK"), so the peer's answer cannot race the upgrade.
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "",
+        hide_default_value = true
+    )]
+    write_first: String,
     #[command(flatten)]
     r#loop: LoopArg,
 }
@@ -269,7 +278,9 @@ impl ConnCommand {
             ConnCommand::Read(a) => return read(ctx, &client, &a.r#loop.name, a.id, a.from).await,
             ConnCommand::Cat(a) => return cat(ctx, &client, &a).await,
             ConnCommand::StartTls(a) => {
-                vec![client.start_tls(&a.r#loop.name, a.id, &a.side()?).await?]
+                let side = a.side()?;
+                let first = a.write_first.into_bytes();
+                vec![client.start_tls(&a.r#loop.name, a.id, &side, first).await?]
             }
         };
         Ok(ctx

@@ -135,6 +135,8 @@ pub struct TransportRec {
     writing_paused: Cell<bool>,
     eof: Cell<bool>,
     error: RefCell<String>,
+    /// StartTls was called on it.
+    tls_started: Cell<bool>,
 }
 
 impl TransportRec {
@@ -427,6 +429,7 @@ fn new_transport(
         writing_paused: Cell::new(false),
         eof: Cell::new(false),
         error: RefCell::new(String::new()),
+        tls_started: Cell::new(false),
     })
 }
 

@@ -9,17 +9,21 @@
 //!   protocol (the engine's rule for handshakes); the daemon then calls the protocol's
 //!   `connection_lost` with the handshake's error itself, so the record is closed, its
 //!   stream ends and ConnectionLost (and TransportInfo.error) names the error.
-//! - The engine's "already uses tls" refusal becomes [`Error::AlreadyTls`]
-//!   (FAILED_PRECONDITION): the request is well formed, the transport is in the wrong state.
+//! - A transport that speaks TLS (or is being upgraded) is refused with
+//!   [`Error::AlreadyTls`] (FAILED_PRECONDITION) before anything is written; the engine's
+//!   own "already uses tls" refusal maps to the same error.
+//! - `write_first` goes into the plain write buffer in the same loop step that installs
+//!   TLS, so it leaves in clear before the first TLS record and the peer's answer to it
+//!   can only arrive once the transport expects TLS.
 
 use std::io;
 use std::rc::Rc;
 
-use loopd::{StartTlsOptions, TlsContext};
+use loopd::{StartTlsOptions, TlsContext, Transport};
 use loopd_proto::pb;
 use tokio::sync::oneshot;
 
-use super::transport_info;
+use super::{TransportRec, transport_info};
 use crate::loops::LoopCtx;
 use crate::status::{Error, Result};
 
@@ -30,6 +34,8 @@ pub struct StartTlsSpec {
     pub context: TlsContext,
     /// `server_hostname` (client side) and `ssl_handshake_timeout`.
     pub options: StartTlsOptions,
+    /// Written in clear just before the handshake starts.
+    pub write_first: Vec<u8>,
 }
 
 impl LoopCtx {
@@ -41,7 +47,16 @@ impl LoopCtx {
         answer: oneshot::Sender<Result<pb::TransportInfo>>,
     ) {
         let opened = self.open_transport(id).and_then(|(rec, transport)| {
+            if self.speaks_tls(&rec, &transport) {
+                return Err(Error::AlreadyTls(id));
+            }
             let protocol = transport.get_protocol().ok_or(Error::TransportClosed(id))?;
+            if !spec.write_first.is_empty() {
+                transport
+                    .write(&spec.write_first)
+                    .map_err(|source| Error::TransportWrite { id, source })?;
+                rec.count_written(spec.write_first.len());
+            }
             Ok((rec, transport, protocol))
         });
         let (rec, transport, protocol) = match opened {
@@ -51,6 +66,7 @@ impl LoopCtx {
                 return;
             }
         };
+        rec.tls_started.set(true);
         let name = spec.options.server_hostname.clone();
         let upgrade = self
             .lp
@@ -76,6 +92,20 @@ impl LoopCtx {
             };
             let _ = answer.send(result);
         });
+    }
+}
+
+impl LoopCtx {
+    /// Whether the transport speaks TLS already: accepted by a TLS server, opened with
+    /// TLS (its handshake is done, so it has a cipher), or upgraded (or upgrading).
+    fn speaks_tls(&self, rec: &TransportRec, transport: &Transport) -> bool {
+        let server_tls = self
+            .net
+            .servers
+            .borrow()
+            .get(&rec.server_id)
+            .is_some_and(|server| server.tls);
+        rec.tls_started.get() || server_tls || transport.get_extra_info("cipher").is_some()
     }
 }
 

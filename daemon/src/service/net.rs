@@ -260,6 +260,7 @@ fn start_tls_spec(req: &pb::StartTlsRequest) -> Result<StartTlsSpec> {
                     ssl_handshake_timeout: timeout,
                     ..Default::default()
                 },
+                write_first: req.write_first.clone(),
             })
         }
         Some(Side::Server(tls)) => {
@@ -276,6 +277,7 @@ fn start_tls_spec(req: &pb::StartTlsRequest) -> Result<StartTlsSpec> {
                     ssl_handshake_timeout: timeout,
                     ..Default::default()
                 },
+                write_first: req.write_first.clone(),
             })
         }
         None => Err(Error::invalid("side", "neither client nor server is set")),

@@ -73,7 +73,7 @@ pub use ids::{FutureId, HandleId, ProcessId};
 pub use loops::{LoopInfo, LoopOptions, LoopState, LoopTime};
 pub use net::{
     ConnectOptions, Delivery, EndpointId, EndpointInfo, NetAddress, NetEvent, ServerId, ServerInfo,
-    ServerOptions, ServerProtocol, TlsClient, TlsServer, TransportId, TransportInfo,
+    ServerOptions, ServerProtocol, StartTlsSide, TlsClient, TlsServer, TransportId, TransportInfo,
     TransportState,
 };
 pub use process::{Command, ExitStatus, OutputFd, ProcessInfo, ProcessState, Stdio};

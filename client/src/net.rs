@@ -199,6 +199,16 @@ fn path_string(path: &Option<PathBuf>) -> String {
         .unwrap_or_default()
 }
 
+/// The side of the handshake [`Client::start_tls`] takes (asyncio's `server_side`), with
+/// its TLS material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartTlsSide {
+    /// The client's side: checks the server's certificate; `server_name` is required.
+    Client(TlsClient),
+    /// The server's side (`server_side=True`).
+    Server(TlsServer),
+}
+
 /// What [`Client::create_server`] binds and how it serves.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerOptions {
@@ -363,6 +373,10 @@ pub struct TransportInfo {
     pub creator_uid: u32,
     /// When it was made.
     pub created_at: Option<SystemTime>,
+    /// The TLS version in use (`TLSv1.3`); `None` without TLS.
+    pub tls_version: Option<String>,
+    /// The TLS cipher suite in use; `None` without TLS.
+    pub tls_cipher: Option<String>,
 }
 
 impl TransportInfo {
@@ -392,6 +406,8 @@ impl TransportInfo {
             error: Some(t.error).filter(|e| !e.is_empty()),
             creator_uid: t.creator_uid,
             created_at: system_time(t.created_at),
+            tls_version: Some(t.tls_version).filter(|v| !v.is_empty()),
+            tls_cipher: Some(t.tls_cipher).filter(|c| !c.is_empty()),
         }
     }
 }
@@ -933,7 +949,8 @@ impl Client {
         }))
     }
 
-    /// Creates a UDP endpoint bound to `local` and/or connected to `remote` (host, port).
+    /// Creates a UDP endpoint bound to `local` and/or connected to `remote` (host, port);
+    /// see [`Client::create_unix_datagram_endpoint`] for Unix datagram sockets.
     pub async fn create_datagram_endpoint(
         &self,
         loop_name: &str,
@@ -950,7 +967,37 @@ impl Client {
             remote_port: u32::from(remote_port),
             reuse_port: false,
             allow_broadcast: false,
+            local_path: String::new(),
+            remote_path: String::new(),
         };
+        self.create_endpoint(request).await
+    }
+
+    /// Creates a Unix datagram endpoint bound to the socket path `local` and/or connected
+    /// to `remote` (asyncio's `create_datagram_endpoint` with `family=AF_UNIX`). The daemon
+    /// replaces a stale socket file at `local` and removes its file when the endpoint
+    /// closes. Without `local` the socket is unnamed: peers cannot answer it. Paths are
+    /// the daemon's: give absolute ones.
+    pub async fn create_unix_datagram_endpoint(
+        &self,
+        loop_name: &str,
+        local: Option<&std::path::Path>,
+        remote: Option<&std::path::Path>,
+    ) -> Result<EndpointInfo> {
+        let path = |p: Option<&std::path::Path>| p.map(|p| p.display().to_string());
+        let request = pb::CreateDatagramEndpointRequest {
+            r#loop: loop_name.to_owned(),
+            local_path: path(local).unwrap_or_default(),
+            remote_path: path(remote).unwrap_or_default(),
+            ..Default::default()
+        };
+        self.create_endpoint(request).await
+    }
+
+    async fn create_endpoint(
+        &self,
+        request: pb::CreateDatagramEndpointRequest,
+    ) -> Result<EndpointInfo> {
         let e = self
             .net
             .clone()
@@ -975,6 +1022,26 @@ impl Client {
             data: data.into(),
             host: host.to_owned(),
             port: u32::from(port),
+            path: String::new(),
+        };
+        self.net.clone().send_datagram(request).await?;
+        Ok(())
+    }
+
+    /// Sends a datagram from a Unix datagram endpoint to the socket at `path`.
+    pub async fn send_datagram_to_path(
+        &self,
+        loop_name: &str,
+        id: EndpointId,
+        data: impl Into<Vec<u8>>,
+        path: &std::path::Path,
+    ) -> Result<()> {
+        let request = pb::SendDatagramRequest {
+            r#loop: loop_name.to_owned(),
+            endpoint_id: id.0,
+            data: data.into(),
+            path: path.display().to_string(),
+            ..Default::default()
         };
         self.net.clone().send_datagram(request).await?;
         Ok(())
@@ -1061,5 +1128,41 @@ impl Client {
             .await?
             .into_inner()
             .bytes_sent)
+    }
+
+    /// Upgrades an open plain transport to TLS in place (asyncio's `loop.start_tls`) and
+    /// answers, once the handshake is done, with the transport (same id, now with its TLS
+    /// version and cipher). The peer must start TLS too. Fails with INVALID_ARGUMENT for
+    /// unusable TLS material or a client side without `server_name`, NOT_FOUND for an
+    /// unknown transport, FAILED_PRECONDITION for a closing transport or one that already
+    /// speaks TLS, UNAVAILABLE when the handshake fails (the transport is then closed),
+    /// DEADLINE_EXCEEDED past the handshake timeout.
+    ///
+    /// `write_first` (may be empty) is written in clear in the same loop step that starts
+    /// TLS: a STARTTLS protocol's go-ahead, which the peer can then answer with TLS
+    /// records without racing the upgrade.
+    pub async fn start_tls(
+        &self,
+        loop_name: &str,
+        id: TransportId,
+        side: &StartTlsSide,
+        write_first: impl Into<Vec<u8>>,
+    ) -> Result<TransportInfo> {
+        use pb::start_tls_request::Side;
+        let side = match side {
+            StartTlsSide::Client(tls) => Side::Client(tls_client_wire(tls)?),
+            StartTlsSide::Server(tls) => Side::Server(tls_server_wire(tls)?),
+        };
+        let request = pb::StartTlsRequest {
+            r#loop: loop_name.to_owned(),
+            transport_id: id.0,
+            side: Some(side),
+            write_first: write_first.into(),
+        };
+        let upgraded = self.net.clone().start_tls(request).await?.into_inner();
+        Ok(TransportInfo::from_wire(required(
+            upgraded.transport,
+            "transport",
+        )?))
     }
 }

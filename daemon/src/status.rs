@@ -255,6 +255,20 @@ pub enum Error {
     /// OpenConnection's `timeout` passed before the connection was made.
     #[error("connecting to {0} timed out after {1:?}")]
     ConnectTimeout(String, std::time::Duration),
+    /// StartTls on a transport that already speaks TLS.
+    #[error("transport {0} already speaks tls")]
+    AlreadyTls(u64),
+    /// StartTls failed: the transport was closing, or the handshake failed or timed out.
+    #[error("start_tls on transport {id}{server_name}: {source}")]
+    StartTls {
+        /// The transport.
+        id: u64,
+        /// ` for server name "..."` on the client's side, else empty.
+        server_name: String,
+        /// The engine's error (its code is this error's).
+        #[source]
+        source: loopd::Error,
+    },
 }
 
 impl Error {
@@ -312,6 +326,8 @@ impl Error {
                 std::io::ErrorKind::PermissionDenied => Code::PermissionDenied,
                 _ => Code::FailedPrecondition,
             },
+            Error::AlreadyTls(_) => Code::FailedPrecondition,
+            Error::StartTls { source, .. } => engine_code(source),
         }
     }
 }

@@ -810,3 +810,439 @@ async fn sendfile_sends_a_file_the_daemon_reads() {
     );
     drop(client);
 }
+
+// ---- StartTls ------------------------------------------------------------------------
+
+/// A relay between a client and 127.0.0.1:`to` that keeps every byte the client sends;
+/// returns its port and what it saw so far.
+fn relay(to: u16) -> (u16, Arc<std::sync::Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("relay bind");
+    let port = listener.local_addr().expect("relay addr").port();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    std::thread::spawn(move || {
+        let (mut client, _) = listener.accept().expect("relay accept");
+        let mut server = TcpStream::connect(("127.0.0.1", to)).expect("relay connect");
+        let (mut client_r, mut server_w) = (
+            client.try_clone().expect("clone"),
+            server.try_clone().expect("clone"),
+        );
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut server, &mut client);
+        });
+        let mut buf = [0u8; 16 * 1024];
+        while let Ok(n @ 1..) = client_r.read(&mut buf) {
+            kept.lock().expect("relay log").extend_from_slice(&buf[..n]);
+            if server_w.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = server_w.shutdown(Shutdown::Write);
+    });
+    (port, seen)
+}
+
+fn start_tls_client(id: u64, name: &str, ca: &str) -> pb::StartTlsRequest {
+    pb::StartTlsRequest {
+        transport_id: id,
+        side: Some(pb::start_tls_request::Side::Client(pb::TlsClientOptions {
+            server_name: name.into(),
+            ca_pem: ca.as_bytes().to_vec(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn start_tls_server(id: u64, cert: &str, key: &str) -> pb::StartTlsRequest {
+    pb::StartTlsRequest {
+        transport_id: id,
+        side: Some(pb::start_tls_request::Side::Server(pb::TlsServerOptions {
+            cert_pem: cert.as_bytes().to_vec(),
+            key_pem: key.as_bytes().to_vec(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// An events server and a connection to it through [`relay`]: (server side, client side,
+/// the relay's log).
+async fn plain_pair(
+    channel: &Channel,
+    events: &mut Streaming<pb::EventBatch>,
+) -> (u64, u64, Arc<std::sync::Mutex<Vec<u8>>>) {
+    let (server_id, port) = tcp_server(channel, pb::ServerProtocol::Events, 0).await;
+    let (relay_port, seen) = relay(port);
+    let client = net(channel)
+        .open_connection(pb::OpenConnectionRequest {
+            host: "127.0.0.1".into(),
+            port: u32::from(relay_port),
+            ..Default::default()
+        })
+        .await
+        .expect("OpenConnection")
+        .into_inner()
+        .transport
+        .expect("transport")
+        .transport_id;
+    let made = collect(events, 2, |e| {
+        matches!(e.kind, Some(Kind::ConnectionMade(_)))
+    })
+    .await;
+    let accepted = made
+        .iter()
+        .find_map(|e| match &e.kind {
+            Some(Kind::ConnectionMade(m)) if m.server_id == server_id => Some(m.transport_id),
+            _ => None,
+        })
+        .expect("the server's ConnectionMade");
+    (accepted, client, seen)
+}
+
+#[tokio::test]
+async fn start_tls_upgrades_both_ends_of_a_plain_connection_in_place() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut events = subscribe(&channel, "").await;
+    let (server_side, client_side, seen) = plain_pair(&channel, &mut events).await;
+    let (_s, mut server_chunks) = reader(&channel, server_side, 1 << 20).await;
+    let (_c, mut client_chunks) = reader(&channel, client_side, 1 << 20).await;
+    write(&channel, client_side, b"STARTTLS\n")
+        .await
+        .expect("Write");
+    assert_eq!(read_n(&mut server_chunks, 0, 9).await.0, b"STARTTLS\n");
+
+    // The server's side answers OK in the step that starts TLS; the client starts once
+    // it read the OK, as STARTTLS protocols go.
+    let (ca, cert, key) = pki();
+    let mut request = start_tls_server(server_side, &cert, &key);
+    request.write_first = b"OK\n".to_vec();
+    let mut a = net(&channel);
+    let server_up = tokio::spawn(async move { a.start_tls(request).await });
+    assert_eq!(read_n(&mut client_chunks, 0, 3).await.0, b"OK\n");
+    let client_up = net(&channel)
+        .start_tls(start_tls_client(client_side, "localhost", &ca))
+        .await;
+    let server_up = server_up.await.expect("the server's StartTls");
+    for (up, id) in [(server_up, server_side), (client_up, client_side)] {
+        let info = up
+            .expect("StartTls")
+            .into_inner()
+            .transport
+            .expect("transport");
+        assert_eq!(info.transport_id, id, "the transport keeps its id");
+        assert!(info.tls_version.starts_with("TLSv1."), "{info:?}");
+        assert!(!info.tls_cipher.is_empty(), "{info:?}");
+    }
+
+    write(&channel, client_side, b"secret up")
+        .await
+        .expect("Write");
+    write(&channel, server_side, b"secret down")
+        .await
+        .expect("Write");
+    let up = read_n(&mut server_chunks, 9, 9).await.0;
+    let down = read_n(&mut client_chunks, 3, 11).await.0;
+    assert_eq!(
+        (&up[..], &down[..]),
+        (&b"secret up"[..], &b"secret down"[..])
+    );
+    let wire = seen.lock().expect("relay log").clone();
+    assert!(
+        wire.starts_with(b"STARTTLS\n"),
+        "the clear part went in clear"
+    );
+    assert!(wire.len() > 9 + 9, "the handshake and a record followed");
+    assert!(
+        !wire.windows(9).any(|w| w == b"secret up"),
+        "after StartTls the bytes on the wire are encrypted"
+    );
+    let made = collect(&mut events, 0, |_| false).await;
+    assert!(made.is_empty(), "{made:?}");
+
+    let written = transport(&channel, client_side).await.bytes_written;
+    let mut again = start_tls_client(client_side, "localhost", &ca);
+    again.write_first = b"not sent".to_vec();
+    let again = net(&channel)
+        .start_tls(again)
+        .await
+        .expect_err("already TLS");
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+    assert_eq!(
+        transport(&channel, client_side).await.bytes_written,
+        written,
+        "a refused StartTls writes nothing"
+    );
+    assert!(
+        again
+            .message()
+            .contains(&format!("transport {client_side} already speaks tls")),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn start_tls_with_the_wrong_server_name_fails_and_closes_the_transport() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut events = subscribe(&channel, "").await;
+    let (server_side, client_side, _) = plain_pair(&channel, &mut events).await;
+    let (_c, mut client_chunks) = reader(&channel, client_side, 1 << 20).await;
+    let (ca, cert, key) = pki();
+    let mut request = start_tls_server(server_side, &cert, &key);
+    request.write_first = b"OK\n".to_vec();
+    let mut a = net(&channel);
+    let server_up = tokio::spawn(async move { a.start_tls(request).await });
+    assert_eq!(read_n(&mut client_chunks, 0, 3).await.0, b"OK\n");
+    let client_up = net(&channel)
+        .start_tls(start_tls_client(client_side, "wrong.example", &ca))
+        .await;
+    let server_up = server_up.await.expect("the server's StartTls");
+    let err = client_up.expect_err("a certificate for localhost only");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("wrong.example"), "{err:?}");
+    let err = server_up.expect_err("the client's alert ends the handshake");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+
+    let lost = collect(
+        &mut events,
+        1,
+        |e| matches!(&e.kind, Some(Kind::ConnectionLost(l)) if l.transport_id == client_side),
+    )
+    .await;
+    let Some(Kind::ConnectionLost(lost)) = &lost[0].kind else {
+        unreachable!()
+    };
+    assert!(lost.error.contains("wrong.example"), "{lost:?}");
+    let info = transport(&channel, client_side).await;
+    assert_eq!(info.state, pb::TransportState::Closed as i32, "{info:?}");
+}
+
+#[tokio::test]
+async fn start_tls_refuses_bad_input_with_the_right_status() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut events = subscribe(&channel, "").await;
+    let (_, port) = tcp_server(&channel, pb::ServerProtocol::Events, 0).await;
+    let quiet_peer = peer(port);
+    let id = made(&mut events).await.transport_id;
+    let (ca, cert, key) = pki();
+    let status =
+        |r: Result<tonic::Response<pb::StartTlsResponse>, tonic::Status>| r.expect_err("refused");
+
+    let unknown = status(
+        net(&channel)
+            .start_tls(start_tls_client(919_191, "localhost", &ca))
+            .await,
+    );
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    assert!(unknown.message().contains("919191"), "{unknown:?}");
+    let no_side = status(
+        net(&channel)
+            .start_tls(pb::StartTlsRequest {
+                transport_id: id,
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_eq!(no_side.code(), Code::InvalidArgument, "{no_side:?}");
+    let bad_key = status(
+        net(&channel)
+            .start_tls(start_tls_server(id, &cert, "junk"))
+            .await,
+    );
+    assert_eq!(bad_key.code(), Code::InvalidArgument, "{bad_key:?}");
+    assert!(bad_key.message().contains("server.key_pem"), "{bad_key:?}");
+    let bad_ca = status(
+        net(&channel)
+            .start_tls(start_tls_client(id, "localhost", "junk"))
+            .await,
+    );
+    assert_eq!(bad_ca.code(), Code::InvalidArgument, "{bad_ca:?}");
+    assert!(bad_ca.message().contains("client.ca_pem"), "{bad_ca:?}");
+    let no_name = status(net(&channel).start_tls(start_tls_client(id, "", &ca)).await);
+    assert_eq!(no_name.code(), Code::InvalidArgument, "{no_name:?}");
+    assert!(no_name.message().contains("server_name"), "{no_name:?}");
+
+    // The peer never says hello: the handshake times out.
+    let mut slow = start_tls_server(id, &cert, &key);
+    if let Some(pb::start_tls_request::Side::Server(tls)) = &mut slow.side {
+        tls.handshake_timeout = Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 200_000_000,
+        });
+    }
+    let timed_out = status(net(&channel).start_tls(slow).await);
+    assert_eq!(timed_out.code(), Code::DeadlineExceeded, "{timed_out:?}");
+    assert!(
+        timed_out.message().contains(&format!("transport {id}")),
+        "{timed_out:?}"
+    );
+
+    let closed = status(
+        net(&channel)
+            .start_tls(start_tls_server(id, &cert, &key))
+            .await,
+    );
+    assert_eq!(closed.code(), Code::FailedPrecondition, "{closed:?}");
+    assert!(closed.message().contains(&id.to_string()), "{closed:?}");
+    drop(quiet_peer);
+}
+
+// ---- Unix datagram endpoints ---------------------------------------------------------
+
+async fn unix_endpoint(channel: &Channel, local: &str, remote: &str) -> pb::DatagramEndpointInfo {
+    net(channel)
+        .create_datagram_endpoint(pb::CreateDatagramEndpointRequest {
+            local_path: local.into(),
+            remote_path: remote.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateDatagramEndpoint")
+        .into_inner()
+        .endpoint
+        .expect("endpoint")
+}
+
+/// The next DatagramReceived: (sender path, data).
+async fn datagram(events: &mut Streaming<pb::EventBatch>) -> (String, Vec<u8>) {
+    let got = collect(events, 1, |e| {
+        matches!(e.kind, Some(Kind::DatagramReceived(_)))
+    })
+    .await;
+    let Some(Kind::DatagramReceived(d)) = &got[0].kind else {
+        unreachable!()
+    };
+    match d.addr.as_ref().and_then(|a| a.kind.clone()) {
+        Some(pb::net_address::Kind::Unix(u)) => (u.path, d.data.clone()),
+        other => panic!("not a unix sender: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_unix_datagram_endpoint_talks_to_named_and_unnamed_peers() {
+    use std::os::unix::net::UnixDatagram;
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut events = subscribe(&channel, "").await;
+    let local = daemon.dir.path().join("endpoint.sock");
+    drop(UnixDatagram::bind(&local).expect("a stale socket file"));
+    let local_str = local.display().to_string();
+    let endpoint = unix_endpoint(&channel, &local_str, "").await;
+    assert!(
+        matches!(endpoint.sockname.as_ref().and_then(|a| a.kind.clone()),
+            Some(pb::net_address::Kind::Unix(u)) if u.path == local_str),
+        "{endpoint:?}"
+    );
+
+    let peer_path = daemon.dir.path().join("peer.sock");
+    let peer = UnixDatagram::bind(&peer_path).expect("peer bind");
+    peer.set_read_timeout(Some(WAIT)).expect("timeout");
+    peer.send_to(b"named", &local).expect("send");
+    assert_eq!(
+        datagram(&mut events).await,
+        (peer_path.display().to_string(), b"named".to_vec())
+    );
+    let unnamed = UnixDatagram::unbound().expect("unnamed");
+    unnamed.send_to(b"anonymous", &local).expect("send");
+    assert_eq!(
+        datagram(&mut events).await,
+        (String::new(), b"anonymous".to_vec()),
+        "an unnamed sender has an empty path"
+    );
+
+    let send = |data: &[u8], host: &str, path: &str| pb::SendDatagramRequest {
+        endpoint_id: endpoint.endpoint_id,
+        data: data.to_vec(),
+        host: host.into(),
+        port: if host.is_empty() { 0 } else { 9 },
+        path: path.into(),
+        ..Default::default()
+    };
+    let peer_str = peer_path.display().to_string();
+    net(&channel)
+        .send_datagram(send(b"reply", "", &peer_str))
+        .await
+        .expect("SendDatagram to a path");
+    let mut buf = [0u8; 16];
+    let (n, from) = peer.recv_from(&mut buf).expect("reply arrives");
+    assert_eq!(&buf[..n], b"reply");
+    assert_eq!(from.as_pathname(), Some(local.as_path()));
+    let both = net(&channel)
+        .send_datagram(send(b"x", "127.0.0.1", &peer_str))
+        .await
+        .expect_err("a host and a path");
+    assert_eq!(both.code(), Code::InvalidArgument, "{both:?}");
+    assert!(both.message().contains("path"), "{both:?}");
+
+    let mixed = net(&channel)
+        .create_datagram_endpoint(pb::CreateDatagramEndpointRequest {
+            local_path: local_str.clone(),
+            local_port: 9,
+            ..Default::default()
+        })
+        .await
+        .expect_err("a path and a port");
+    assert_eq!(mixed.code(), Code::InvalidArgument, "{mixed:?}");
+    assert!(mixed.message().contains("local_path"), "{mixed:?}");
+
+    net(&channel)
+        .close_datagram_endpoint(pb::CloseDatagramEndpointRequest {
+            r#loop: String::new(),
+            endpoint_id: endpoint.endpoint_id,
+        })
+        .await
+        .expect("Close");
+    let deadline = std::time::Instant::now() + WAIT;
+    while local.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        !local.exists(),
+        "the daemon removes the socket file it bound"
+    );
+    assert!(peer_path.exists(), "and only that one");
+}
+
+#[tokio::test]
+async fn a_connected_unix_datagram_endpoint_sends_without_an_address() {
+    use std::os::unix::net::UnixDatagram;
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let peer_path = daemon.dir.path().join("peer.sock");
+    let peer = UnixDatagram::bind(&peer_path).expect("peer bind");
+    peer.set_read_timeout(Some(WAIT)).expect("timeout");
+    let endpoint = unix_endpoint(&channel, "", &peer_path.display().to_string()).await;
+    assert!(
+        matches!(endpoint.peername.as_ref().and_then(|a| a.kind.clone()),
+            Some(pb::net_address::Kind::Unix(u)) if u.path == peer_path.display().to_string()),
+        "{endpoint:?}"
+    );
+    net(&channel)
+        .send_datagram(pb::SendDatagramRequest {
+            endpoint_id: endpoint.endpoint_id,
+            data: b"to the remote".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("SendDatagram");
+    let mut buf = [0u8; 32];
+    let (n, from) = peer.recv_from(&mut buf).expect("arrives");
+    assert_eq!(&buf[..n], b"to the remote");
+    assert!(from.is_unnamed(), "no local path: an unnamed socket");
+
+    let missing = net(&channel)
+        .create_datagram_endpoint(pb::CreateDatagramEndpointRequest {
+            remote_path: "/nonexistent/loopd-dgram.sock".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no such socket");
+    assert_eq!(missing.code(), Code::Unavailable, "{missing:?}");
+    assert!(
+        missing.message().contains("/nonexistent/loopd-dgram.sock"),
+        "{missing:?}"
+    );
+}

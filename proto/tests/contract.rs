@@ -261,6 +261,7 @@ fn every_service_and_rpc_is_present() {
                 "Resolve",
                 "ReverseResolve",
                 "Sendfile",
+                "StartTls",
             ],
         ),
         (

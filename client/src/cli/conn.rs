@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use loopd_client::{
-    ByteReader, Client, ConnectOptions, Delivery, NetAddress, NetEvent, ServerId, StreamEnd,
-    TlsClient, TransportId, TransportInfo,
+    ByteReader, Client, ConnectOptions, Delivery, NetAddress, NetEvent, ServerId, StartTlsSide,
+    StreamEnd, TlsClient, TlsServer, TransportId, TransportInfo,
 };
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
@@ -62,6 +62,62 @@ pub enum ConnCommand {
         after_help = "Examples:\n  echo ping | loopctl conn cat 127.0.0.1:7\n  loopctl conn cat --unix /tmp/echo.sock < file"
     )]
     Cat(OpenArgs),
+    /// Upgrade an open plain transport to TLS in place (asyncio's loop.start_tls); the
+    /// peer must start TLS too. Prints the transport once the handshake is done.
+    #[command(
+        name = "starttls",
+        after_help = "Examples:\n  loopctl conn starttls 5 --server-name localhost --ca ca.pem\n  loopctl conn starttls 6 --server-side --tls-cert cert.pem --tls-key key.pem --write-first 'OK'"
+    )]
+    StartTls(StartTlsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StartTlsArgs {
+    /// The transport's id.
+    id: TransportId,
+    /// Take the server's side of the handshake (with --tls-cert and --tls-key).
+    #[arg(long, requires_all = ["tls_cert", "tls_key"], conflicts_with_all = ["server_name", "ca"])]
+    server_side: bool,
+    /// Server side: the certificate chain (PEM file read by the daemon).
+    #[arg(long, value_name = "FILE", requires = "server_side")]
+    tls_cert: Option<PathBuf>,
+    /// Server side: the private key (PEM file read by the daemon).
+    #[arg(long, value_name = "FILE", requires = "server_side")]
+    tls_key: Option<PathBuf>,
+    /// Client side: the name the server's certificate must carry (and the SNI sent).
+    #[arg(long, value_name = "NAME", required_unless_present = "server_side")]
+    server_name: Option<String>,
+    /// Client side: trusted CA certificates (PEM file read by the daemon).
+    #[arg(long, value_name = "FILE", required_unless_present = "server_side")]
+    ca: Option<PathBuf>,
+    /// Write TEXT in clear in the step that starts TLS (a STARTTLS go-ahead, such as
+    /// "OK"), so the peer's answer cannot race the upgrade.
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "",
+        hide_default_value = true
+    )]
+    write_first: String,
+    #[command(flatten)]
+    r#loop: LoopArg,
+}
+
+impl StartTlsArgs {
+    fn side(&self) -> Result<StartTlsSide> {
+        if self.server_side {
+            return Ok(StartTlsSide::Server(TlsServer {
+                cert_path: self.tls_cert.as_deref().map(absolute).transpose()?,
+                key_path: self.tls_key.as_deref().map(absolute).transpose()?,
+                ..TlsServer::default()
+            }));
+        }
+        Ok(StartTlsSide::Client(TlsClient {
+            server_name: self.server_name.clone(),
+            ca_path: self.ca.as_deref().map(absolute).transpose()?,
+            ..TlsClient::default()
+        }))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +277,11 @@ impl ConnCommand {
             ConnCommand::Close(a) => vec![client.close_transport(&a.r#loop.name, a.id).await?],
             ConnCommand::Read(a) => return read(ctx, &client, &a.r#loop.name, a.id, a.from).await,
             ConnCommand::Cat(a) => return cat(ctx, &client, &a).await,
+            ConnCommand::StartTls(a) => {
+                let side = a.side()?;
+                let first = a.write_first.into_bytes();
+                vec![client.start_tls(&a.r#loop.name, a.id, &side, first).await?]
+            }
         };
         Ok(ctx
             .out
@@ -344,6 +405,8 @@ fn to_json(t: &TransportInfo) -> Value {
         "eof_received": t.eof_received,
         "stream_buffered": t.stream_buffered,
         "error": t.error,
+        "tls_version": t.tls_version,
+        "tls_cipher": t.tls_cipher,
         "creator_uid": t.creator_uid,
         "created_at": output::time_json(t.created_at),
     })

@@ -1,6 +1,6 @@
 //! `loopctl dns ...`: name resolution on a loop's executor (getaddrinfo, getnameinfo).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -13,13 +13,16 @@ use super::{Ctx, LoopArg};
 #[command(after_help = "\
 Examples:
   loopctl dns resolve localhost
+  loopctl dns reverse 127.0.0.1
   loopctl dns reverse 127.0.0.1:22")]
 pub enum DnsCommand {
     /// Resolve HOST (getaddrinfo); prints one address per line.
     #[command(after_help = "Examples:\n  loopctl dns resolve localhost --port 80")]
     Resolve(ResolveArgs),
     /// Name ADDR (getnameinfo); prints the host and the service.
-    #[command(after_help = "Examples:\n  loopctl dns reverse 127.0.0.1:22")]
+    #[command(
+        after_help = "Examples:\n  loopctl dns reverse 127.0.0.1\n  loopctl dns reverse 127.0.0.1:22"
+    )]
     Reverse(ReverseArgs),
 }
 
@@ -36,10 +39,18 @@ pub struct ResolveArgs {
 
 #[derive(Debug, Args)]
 pub struct ReverseArgs {
-    /// IP:PORT ([v6]:PORT).
+    /// IP, or IP:PORT ([v6]:PORT) to name the service too; a bare IP is port 0.
+    #[arg(value_parser = ip_or_socket_addr)]
     addr: SocketAddr,
     #[command(flatten)]
     r#loop: LoopArg,
+}
+
+/// `IP`, `IP:PORT` or `[v6]:PORT`; a bare IP gets port 0.
+fn ip_or_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 0)))
+        .map_err(|_| format!("{s:?} is neither IP nor IP:PORT"))
 }
 
 impl DnsCommand {
@@ -66,5 +77,26 @@ impl DnsCommand {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reverse_takes_an_ip_or_an_ip_and_port() {
+        let cases = [
+            ("127.0.0.1", Some("127.0.0.1:0")),
+            ("127.0.0.1:22", Some("127.0.0.1:22")),
+            ("::1", Some("[::1]:0")),
+            ("[::1]:80", Some("[::1]:80")),
+            ("localhost", None),
+            ("127.0.0.1:99999", None),
+        ];
+        for (given, want) in cases {
+            let got = ip_or_socket_addr(given).ok().map(|a| a.to_string());
+            assert_eq!(got.as_deref(), want, "{given}");
+        }
     }
 }

@@ -1,11 +1,14 @@
 //! `loopctl udp ...`: datagram endpoints (asyncio's create_datagram_endpoint).
 
+use std::path::PathBuf;
+
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use loopd_client::{EndpointId, EndpointInfo, EventBody, NetEvent, SubscribeOptions};
 use serde_json::json;
 use tokio_stream::StreamExt;
 
+use super::server::absolute;
 use super::{Ctx, LoopArg, output};
 
 /// Bind, send to and receive from UDP endpoints.
@@ -13,16 +16,20 @@ use super::{Ctx, LoopArg, output};
 #[command(after_help = "\
 Examples:
   loopctl udp bind --host 127.0.0.1
+  loopctl udp bind --unix /tmp/dgram.sock
   loopctl udp send 4 hello --to 127.0.0.1:9999
+  loopctl udp send 5 hello --to-unix /tmp/peer.sock
   loopctl udp recv 4 --count 1")]
 pub enum UdpCommand {
     /// Create an endpoint; prints its id and local address.
     #[command(
-        after_help = "Examples:\n  loopctl udp bind --host 127.0.0.1 --port 9999\n  loopctl udp bind --remote 127.0.0.1:53"
+        after_help = "Examples:\n  loopctl udp bind --host 127.0.0.1 --port 9999\n  loopctl udp bind --remote 127.0.0.1:53\n  loopctl udp bind --unix /tmp/dgram.sock"
     )]
     Bind(BindArgs),
     /// Send one datagram.
-    #[command(after_help = "Examples:\n  loopctl udp send 4 hello --to 127.0.0.1:9999")]
+    #[command(
+        after_help = "Examples:\n  loopctl udp send 4 hello --to 127.0.0.1:9999\n  loopctl udp send 5 hello --to-unix /tmp/peer.sock"
+    )]
     Send(SendArgs),
     /// Print datagrams as they arrive (from now on).
     #[command(
@@ -45,6 +52,12 @@ pub struct BindArgs {
     /// Connect to HOST:PORT.
     #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
     remote: Option<(String, u16)>,
+    /// Bind a Unix datagram socket at PATH instead (removed when the endpoint closes).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["host", "port", "remote"])]
+    unix: Option<PathBuf>,
+    /// Connect a Unix datagram socket to PATH.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["host", "port", "remote"])]
+    remote_unix: Option<PathBuf>,
     #[command(flatten)]
     r#loop: LoopArg,
 }
@@ -58,6 +71,9 @@ pub struct SendArgs {
     /// Destination HOST:PORT (default: the connected remote).
     #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
     to: Option<(String, u16)>,
+    /// Destination Unix socket PATH (Unix endpoints).
+    #[arg(long, value_name = "PATH", conflicts_with = "to")]
+    to_unix: Option<PathBuf>,
     #[command(flatten)]
     r#loop: LoopArg,
 }
@@ -113,6 +129,18 @@ impl UdpCommand {
     pub async fn run(self, ctx: &mut Ctx<'_>) -> Result<()> {
         let client = ctx.connect().await?;
         match self {
+            UdpCommand::Bind(a) if a.unix.is_some() || a.remote_unix.is_some() => {
+                let local = a.unix.as_deref().map(absolute).transpose()?;
+                let remote = a.remote_unix.as_deref().map(absolute).transpose()?;
+                let e = client
+                    .create_unix_datagram_endpoint(
+                        &a.r#loop.name,
+                        local.as_deref(),
+                        remote.as_deref(),
+                    )
+                    .await?;
+                print(ctx, &e)
+            }
             UdpCommand::Bind(a) => {
                 let local =
                     (!a.host.is_empty() || a.port != 0).then_some((a.host.as_str(), a.port));
@@ -121,6 +149,13 @@ impl UdpCommand {
                     .create_datagram_endpoint(&a.r#loop.name, local, remote)
                     .await?;
                 print(ctx, &e)
+            }
+            UdpCommand::Send(a) if a.to_unix.is_some() => {
+                let path = a.to_unix.as_deref().map(absolute).transpose()?;
+                let path = path.unwrap_or_default();
+                Ok(client
+                    .send_datagram_to_path(&a.r#loop.name, a.id, a.data.into_bytes(), &path)
+                    .await?)
             }
             UdpCommand::Send(a) => {
                 let to = a.to.as_ref().map(|(h, p)| (h.as_str(), *p));

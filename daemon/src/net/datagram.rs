@@ -4,15 +4,18 @@
 //! # Invariants
 //! - An endpoint counts against its creator's transport quota until `connection_lost`.
 //! - Closed endpoints stay visible (closed) until the loop's retention prunes them.
+//! - A Unix endpoint's socket file, bound by the daemon at `local_path`, is removed when
+//!   the endpoint closes (or its loop does), unless another file took the path since.
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use loopd::{Address, DatagramOptions, DatagramProtocol, DatagramTransport};
+use loopd::{Address, DatagramAddr, DatagramOptions, DatagramProtocol, DatagramTransport};
 use loopd_proto::pb;
 use pb::event::Kind as EventKind;
 use tokio::sync::oneshot;
@@ -37,6 +40,47 @@ pub struct EndpointRec {
 struct EndpointProtocol {
     rec: Rc<EndpointRec>,
     ctx: Weak<LoopCtx>,
+    socket_file: Option<SocketFile>,
+}
+
+/// A socket file the daemon bound, known by its device and inode so that a file someone
+/// else put at the path later is left alone.
+struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    /// The file now at `path` (just bound); `None` if it cannot be seen.
+    fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        Some(SocketFile {
+            path: path.to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    /// Removes the file if it is still the one bound.
+    fn remove(self) {
+        let same = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|meta| (meta.dev(), meta.ino()) == (self.dev, self.ino));
+        if same {
+            if let Err(err) = std::fs::remove_file(&self.path) {
+                tracing::debug!("removing socket file {}: {err}", self.path.display());
+            }
+        }
+    }
+}
+
+impl Drop for EndpointProtocol {
+    /// The loop closed under the endpoint (no `connection_lost`): the file still goes.
+    fn drop(&mut self) {
+        if let Some(file) = self.socket_file.take() {
+            file.remove();
+        }
+    }
 }
 
 impl DatagramProtocol for EndpointProtocol {
@@ -69,6 +113,9 @@ impl DatagramProtocol for EndpointProtocol {
     }
 
     fn connection_lost(&mut self, _error: Option<io::Error>) {
+        if let Some(file) = self.socket_file.take() {
+            file.remove();
+        }
         if self.rec.closed.replace(true) {
             return;
         }
@@ -139,12 +186,22 @@ impl LoopCtx {
             received: Cell::new(0),
             sent: Cell::new(0),
         });
-        let protocol = EndpointProtocol {
+        let mut protocol = EndpointProtocol {
             rec: rec.clone(),
             ctx: Rc::downgrade(self),
+            socket_file: None,
+        };
+        let local_path = match &options.local_addr {
+            Some(DatagramAddr::Unix(path)) => Some(path.clone()),
+            _ => None,
         };
         let ctx = self.clone();
-        let made = self.lp.create_datagram_endpoint(move || protocol, options);
+        // The factory runs once the socket is bound: the file is there to be known.
+        let factory = move || {
+            protocol.socket_file = local_path.as_deref().and_then(SocketFile::of);
+            protocol
+        };
+        let made = self.lp.create_datagram_endpoint(factory, options);
         self.spawn(async move {
             let result = match made.await {
                 Ok((transport, _)) => {
@@ -161,13 +218,14 @@ impl LoopCtx {
         });
     }
 
-    /// SendDatagram: to `to`, or the connected remote.
-    pub fn net_send_datagram(&self, id: u64, data: &[u8], to: Option<SocketAddr>) -> Result<()> {
+    /// SendDatagram: to `to` (an IP address and port, or a Unix path), or the connected
+    /// remote.
+    pub fn net_send_datagram(&self, id: u64, data: &[u8], to: Option<Address>) -> Result<()> {
         let rec = self.endpoint(id)?;
         let transport = rec.transport.borrow().clone();
         match transport {
             Some(t) if !rec.closed.get() => {
-                t.sendto(data, to.map(Address::Inet))?;
+                t.sendto(data, to)?;
                 rec.sent.set(rec.sent.get() + 1);
                 Ok(())
             }

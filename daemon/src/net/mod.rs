@@ -17,6 +17,7 @@
 
 mod datagram;
 mod protocol;
+mod tls;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -31,6 +32,7 @@ use tokio::sync::oneshot;
 
 pub use protocol::Behaviour;
 use protocol::NetProtocol;
+pub use tls::StartTlsSpec;
 
 use crate::bytestream::{ByteStream, StreamConfig, StreamReader};
 use crate::config::Limits;
@@ -133,6 +135,8 @@ pub struct TransportRec {
     writing_paused: Cell<bool>,
     eof: Cell<bool>,
     error: RefCell<String>,
+    /// StartTls was called on it.
+    tls_started: Cell<bool>,
 }
 
 impl TransportRec {
@@ -425,6 +429,7 @@ fn new_transport(
         writing_paused: Cell::new(false),
         eof: Cell::new(false),
         error: RefCell::new(String::new()),
+        tls_started: Cell::new(false),
     })
 }
 

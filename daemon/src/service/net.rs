@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{Api, caller_uid, non_negative};
 use crate::bytestream::{ChunkStream, serve_read_rpc};
 use crate::config::Limits;
-use crate::net::{Behaviour, Bind, Connect, DeliverySpec, ServerSpec};
+use crate::net::{Behaviour, Bind, Connect, DeliverySpec, ServerSpec, StartTlsSpec};
 use crate::status::{Error, Result};
 
 /// Longest host name (DNS's limit).
@@ -52,9 +52,14 @@ fn check_port(what: &'static str, port: u32, zero_ok: bool) -> Result<u16> {
 }
 
 fn check_unix_path(path: &str) -> Result<String> {
+    check_path("unix_path", path)
+}
+
+/// A Unix socket path in field `what`: it must fit `sun_path`.
+fn check_path(what: &'static str, path: &str) -> Result<String> {
     if path.len() > MAX_UNIX_PATH || path.contains('\0') {
         return Err(Error::invalid(
-            "unix_path",
+            what,
             format!("{path:?} (at most {MAX_UNIX_PATH} bytes, no NUL)"),
         ));
     }
@@ -230,8 +235,80 @@ fn connect_target(req: &pb::OpenConnectionRequest) -> Result<(Connect, String)> 
     Ok((target, shown))
 }
 
-/// A CreateDatagramEndpoint's addresses: at least one of local and remote.
+/// A StartTls request's side and options, loaded with the same code as CreateServer's and
+/// OpenConnection's TLS material; errors in the material name the request's field.
+fn start_tls_spec(req: &pb::StartTlsRequest) -> Result<StartTlsSpec> {
+    use pb::start_tls_request::Side;
+    match &req.side {
+        Some(Side::Client(tls)) => {
+            let ca_field = if tls.ca_pem.is_empty() && !tls.ca_path.is_empty() {
+                "client.ca_path"
+            } else {
+                "client.ca_pem"
+            };
+            let (config, timeout) = tls_client(tls).map_err(|e| in_field(e, ca_field, ca_field))?;
+            if tls.server_name.is_empty() {
+                return Err(Error::invalid(
+                    "client.server_name",
+                    "empty: it is required, as a transport has no host to default to",
+                ));
+            }
+            Ok(StartTlsSpec {
+                context: config.into(),
+                options: loopd::StartTlsOptions {
+                    server_hostname: Some(tls.server_name.clone()),
+                    ssl_handshake_timeout: timeout,
+                    ..Default::default()
+                },
+                write_first: req.write_first.clone(),
+            })
+        }
+        Some(Side::Server(tls)) => {
+            let from_bytes = !tls.cert_pem.is_empty() || !tls.key_pem.is_empty();
+            let (cert, key) = if from_bytes {
+                ("server.cert_pem", "server.key_pem")
+            } else {
+                ("server.cert_path", "server.key_path")
+            };
+            let (config, timeout) = tls_server(tls).map_err(|e| in_field(e, cert, key))?;
+            Ok(StartTlsSpec {
+                context: config.into(),
+                options: loopd::StartTlsOptions {
+                    ssl_handshake_timeout: timeout,
+                    ..Default::default()
+                },
+                write_first: req.write_first.clone(),
+            })
+        }
+        None => Err(Error::invalid("side", "neither client nor server is set")),
+    }
+}
+
+/// Names the request field that bad TLS material came from: the key's field for a key
+/// that cannot be loaded, the certificate's (or CA's) for anything else.
+fn in_field(err: Error, cert_field: &'static str, key_field: &'static str) -> Error {
+    match err {
+        Error::Engine(loopd::Error::TlsConfig { what, .. }) => {
+            let field = if what == "private key" {
+                key_field
+            } else {
+                cert_field
+            };
+            Error::invalid(field, err)
+        }
+        Error::Invalid { what: "tls", value } => Error::Invalid {
+            what: cert_field.split('.').next().unwrap_or(cert_field),
+            value,
+        },
+        other => other,
+    }
+}
+
+/// A CreateDatagramEndpoint's addresses: at least one of local and remote, IP or Unix.
 fn datagram_options(req: &pb::CreateDatagramEndpointRequest) -> Result<loopd::DatagramOptions> {
+    if !req.local_path.is_empty() || !req.remote_path.is_empty() {
+        return unix_datagram_options(req);
+    }
     let addr = |what, host: &str, port| -> Result<Option<loopd::DatagramAddr>> {
         if host.is_empty() && port == 0 {
             return Ok(None);
@@ -258,6 +335,61 @@ fn datagram_options(req: &pb::CreateDatagramEndpointRequest) -> Result<loopd::Da
         allow_broadcast: req.allow_broadcast,
         ..Default::default()
     })
+}
+
+/// A Unix datagram endpoint's paths; no host or port may come with them.
+fn unix_datagram_options(
+    req: &pb::CreateDatagramEndpointRequest,
+) -> Result<loopd::DatagramOptions> {
+    let (what, path) = if req.local_path.is_empty() {
+        ("remote_path", &req.remote_path)
+    } else {
+        ("local_path", &req.local_path)
+    };
+    let inet = !req.local_host.is_empty() || req.local_port != 0;
+    if inet || !req.remote_host.is_empty() || req.remote_port != 0 {
+        return Err(Error::invalid(
+            what,
+            format!("{path:?} together with a host or port"),
+        ));
+    }
+    let addr = |what, path: &str| -> Result<Option<loopd::DatagramAddr>> {
+        if path.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(loopd::DatagramAddr::Unix(
+            check_path(what, path)?.into(),
+        )))
+    };
+    Ok(loopd::DatagramOptions {
+        local_addr: addr("local_path", &req.local_path)?,
+        remote_addr: addr("remote_path", &req.remote_path)?,
+        reuse_port: req.reuse_port,
+        allow_broadcast: req.allow_broadcast,
+        ..Default::default()
+    })
+}
+
+/// A SendDatagram's destination: an IP address and port, a Unix path, or none.
+fn datagram_destination(req: &pb::SendDatagramRequest) -> Result<Option<loopd::Address>> {
+    match (req.host.is_empty(), req.path.is_empty()) {
+        (true, true) => Ok(None),
+        (false, false) => Err(Error::invalid(
+            "path",
+            format!("{:?} together with host {:?}", req.path, req.host),
+        )),
+        (true, false) => {
+            let path = check_path("path", &req.path)?;
+            Ok(Some(loopd::Address::Unix(Some(path.into()))))
+        }
+        (false, true) => {
+            let ip: IpAddr = req.host.parse().map_err(|_| {
+                Error::invalid("host", format!("{:?} is not an IP address", req.host))
+            })?;
+            let port = check_port("port", req.port, false)?;
+            Ok(Some(loopd::Address::Inet(SocketAddr::new(ip, port))))
+        }
+    }
 }
 
 fn usize_mark(what: &'static str, mark: Option<u64>) -> Result<Option<usize>> {
@@ -575,14 +707,7 @@ impl NetService for Api {
         request: Request<pb::SendDatagramRequest>,
     ) -> Result<Response<pb::SendDatagramResponse>, Status> {
         let req = request.into_inner();
-        let to = if req.host.is_empty() {
-            None
-        } else {
-            let ip: IpAddr = req.host.parse().map_err(|_| {
-                Error::invalid("host", format!("{:?} is not an IP address", req.host))
-            })?;
-            Some(SocketAddr::new(ip, check_port("port", req.port, false)?))
-        };
+        let to = datagram_destination(&req)?;
         let (id, data) = (req.endpoint_id, req.data);
         self.on_loop(&req.r#loop, move |ctx| ctx.net_send_datagram(id, &data, to))
             .await?;
@@ -660,6 +785,22 @@ impl NetService for Api {
             .await?;
         Ok(Response::new(pb::SendfileResponse { bytes_sent }))
     }
+
+    async fn start_tls(
+        &self,
+        request: Request<pb::StartTlsRequest>,
+    ) -> Result<Response<pb::StartTlsResponse>, Status> {
+        let req = request.into_inner();
+        let spec = start_tls_spec(&req)?;
+        let shared = self.daemon.registry.get(&req.r#loop)?;
+        let id = req.transport_id;
+        let transport = shared
+            .call_later(move |ctx, answer| ctx.net_start_tls(id, spec, answer))
+            .await?;
+        Ok(Response::new(pb::StartTlsResponse {
+            transport: Some(transport),
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -697,6 +838,64 @@ mod tests {
         assert_eq!(events_only.stream_window, None);
         assert!(delivery(9, 0, 0, &limits).is_err());
         assert!(delivery(0, 0, u64::MAX, &limits).is_err());
+    }
+
+    #[test]
+    fn datagram_paths_and_hosts_exclude_each_other() {
+        let dest = |host: &str, port, path: &str| {
+            datagram_destination(&pb::SendDatagramRequest {
+                host: host.into(),
+                port,
+                path: path.into(),
+                ..Default::default()
+            })
+        };
+        assert!(matches!(dest("", 0, ""), Ok(None)));
+        assert!(matches!(
+            dest("", 0, "/tmp/p.sock"),
+            Ok(Some(loopd::Address::Unix(Some(_))))
+        ));
+        assert!(matches!(
+            dest("::1", 9, ""),
+            Ok(Some(loopd::Address::Inet(_)))
+        ));
+        let cases = [
+            (dest("127.0.0.1", 9, "/tmp/p.sock"), "path"),
+            (dest("", 0, &"x".repeat(200)), "path"),
+            (dest("nope", 9, ""), "host"),
+        ];
+        for (result, field) in cases {
+            assert!(
+                matches!(&result, Err(Error::Invalid { what, .. }) if *what == field),
+                "{result:?}"
+            );
+        }
+        let req = pb::CreateDatagramEndpointRequest {
+            remote_path: "/tmp/r.sock".into(),
+            remote_host: "127.0.0.1".into(),
+            ..Default::default()
+        };
+        let err = datagram_options(&req).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Invalid {
+                    what: "remote_path",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let req = pb::CreateDatagramEndpointRequest {
+            local_path: "/tmp/l.sock".into(),
+            ..Default::default()
+        };
+        let options = datagram_options(&req).unwrap();
+        assert!(matches!(
+            options.local_addr,
+            Some(loopd::DatagramAddr::Unix(_))
+        ));
+        assert!(options.remote_addr.is_none());
     }
 
     #[test]

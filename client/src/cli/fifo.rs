@@ -26,8 +26,10 @@ Examples:
   echo hello | loopctl fifo write /tmp/feed                      (a reader must have it open)")]
 pub enum FifoCommand {
     /// Print what the FIFO's writers send until they have all closed it.
+    #[command(after_help = "Examples:\n  loopctl fifo read /tmp/feed > copy.txt")]
     Read(FifoArgs),
     /// Send stdin to the FIFO, then close it (a reader must have it open already).
+    #[command(after_help = "Examples:\n  echo hello | loopctl fifo write /tmp/feed")]
     Write(FifoArgs),
 }
 

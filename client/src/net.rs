@@ -6,8 +6,8 @@
 //! - Ids are typed ([`ServerId`], [`TransportId`], [`EndpointId`]); `0` is never valid.
 //! - [`Client::read_transport`] is lossless: a [`ByteReader`] yields a transport's bytes
 //!   in order with their stream offsets, keeping a window of credit granted.
-//! - Calls the daemon's engine cannot serve yet answer UNIMPLEMENTED
-//!   ([`crate::Code::Unimplemented`]), naming what is missing.
+//! - Every call fails with the daemon's status ([`crate::Code`]) and its message, which
+//!   names the bad value (an address in use, an unknown id, a certificate's name).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -615,8 +615,8 @@ fn tls_client_wire(tls: &TlsClient) -> Result<pb::TlsClientOptions> {
 impl Client {
     /// Creates a server (asyncio's `create_server` / `create_unix_server`). Fails with
     /// ALREADY_EXISTS for an address in use, INVALID_ARGUMENT for a malformed host,
-    /// RESOURCE_EXHAUSTED past the caller's quota, UNIMPLEMENTED for TLS until the
-    /// engine has it.
+    /// RESOURCE_EXHAUSTED past the caller's quota, INVALID_ARGUMENT for a TLS
+    /// certificate or key that does not load (naming the field).
     pub async fn create_server(
         &self,
         loop_name: &str,

@@ -842,6 +842,24 @@ fn relay(to: u16) -> (u16, Arc<std::sync::Mutex<Vec<u8>>>) {
     (port, seen)
 }
 
+/// PauseReading (`reading` false) or ResumeReading on a transport.
+async fn set_reading(channel: &Channel, id: u64, reading: bool) {
+    let mut net = net(channel);
+    if reading {
+        let request = pb::ResumeReadingRequest {
+            transport_id: id,
+            ..Default::default()
+        };
+        net.resume_reading(request).await.expect("ResumeReading");
+    } else {
+        let request = pb::PauseReadingRequest {
+            transport_id: id,
+            ..Default::default()
+        };
+        net.pause_reading(request).await.expect("PauseReading");
+    }
+}
+
 fn start_tls_client(id: u64, name: &str, ca: &str) -> pb::StartTlsRequest {
     pb::StartTlsRequest {
         transport_id: id,
@@ -912,6 +930,9 @@ async fn start_tls_upgrades_both_ends_of_a_plain_connection_in_place() {
         .await
         .expect("Write");
     assert_eq!(read_n(&mut server_chunks, 0, 9).await.0, b"STARTTLS\n");
+    // The server's side pauses reading; the handshake still completes, and the pause
+    // holds afterwards.
+    set_reading(&channel, server_side, false).await;
 
     // The server's side answers OK in the step that starts TLS; the client starts once
     // it read the OK, as STARTTLS protocols go.
@@ -934,7 +955,13 @@ async fn start_tls_upgrades_both_ends_of_a_plain_connection_in_place() {
         assert_eq!(info.transport_id, id, "the transport keeps its id");
         assert!(info.tls_version.starts_with("TLSv1."), "{info:?}");
         assert!(!info.tls_cipher.is_empty(), "{info:?}");
+        assert_eq!(
+            info.reading,
+            id != server_side,
+            "a pause survives StartTls: {info:?}"
+        );
     }
+    set_reading(&channel, server_side, true).await;
 
     write(&channel, client_side, b"secret up")
         .await

@@ -809,7 +809,7 @@ impl LoopCtx {
 
 impl TransportRec {
     /// An echo transport paused by its own full write buffer stays paused.
-    fn writing_paused_echo(&self) -> bool {
+    pub(crate) fn writing_paused_echo(&self) -> bool {
         self.behaviour == Behaviour::Echo && self.writing_paused.get()
     }
 }

@@ -74,7 +74,17 @@ impl LoopCtx {
         let ctx = self.clone();
         self.spawn(async move {
             let result = match upgrade.await {
-                Ok(_) => Ok(transport_info(&ctx, &rec)),
+                Ok(_) => {
+                    // The engine read for the handshake whatever the transport's state: a
+                    // pause by the client, a full stream or an echo's full buffer holds.
+                    if rec.paused_by_client.get()
+                        || rec.stream_paused.get()
+                        || rec.writing_paused_echo()
+                    {
+                        transport.pause_reading();
+                    }
+                    Ok(transport_info(&ctx, &rec))
+                }
                 Err(err) => {
                     let failed = matches!(
                         err,

@@ -33,6 +33,16 @@ pub struct Config {
     pub process: ProcessSettings,
     /// Signal handlers (SignalService).
     pub signals: SignalSettings,
+    /// TLS connections' defaults (NetService).
+    pub tls: TlsSettings,
+}
+
+/// What TLS connections trust when a request names no CA.
+#[derive(Clone, Debug, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// A PEM file of CA certificates; empty: the system's trust store.
+    pub ca_file: String,
 }
 
 /// How the daemon runs child processes.
@@ -164,6 +174,7 @@ impl Default for Config {
             server: ServerSettings::default(),
             process: ProcessSettings::default(),
             signals: SignalSettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }

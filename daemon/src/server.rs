@@ -46,6 +46,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     crate::process::cloexec_inherited_fds();
     crate::process::configure(config.process.clone(), config.signals.clone());
+    crate::net::trust::configure(&config.tls)?;
     let registry = Registry::new(config.limits.clone())
         .await
         .context("starting the default loop")?;

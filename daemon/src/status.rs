@@ -269,6 +269,10 @@ pub enum Error {
         #[source]
         source: loopd::Error,
     },
+    /// A TLS connection named no CA, and the daemon has no default trust (`[tls] ca_file`
+    /// unset and the system's trust store empty or unreadable).
+    #[error("no CA given (tls.ca_pem or tls.ca_path) and no default trust: {0}")]
+    NoTrustRoots(String),
 }
 
 impl Error {
@@ -326,7 +330,7 @@ impl Error {
                 std::io::ErrorKind::PermissionDenied => Code::PermissionDenied,
                 _ => Code::FailedPrecondition,
             },
-            Error::AlreadyTls(_) => Code::FailedPrecondition,
+            Error::AlreadyTls(_) | Error::NoTrustRoots(_) => Code::FailedPrecondition,
             Error::StartTls { source, .. } => engine_code(source),
         }
     }

@@ -649,6 +649,85 @@ async fn a_tls_echo_server_and_a_tls_connection_talk() {
     assert_eq!(wrong_name.code(), Code::Unavailable, "{wrong_name:?}");
 }
 
+/// A TLS echo server for `localhost` on `channel`'s daemon; its port.
+async fn tls_echo_server(channel: &Channel, cert: &str, key: &str) -> u32 {
+    let server = net(channel)
+        .create_server(pb::CreateServerRequest {
+            hosts: vec!["127.0.0.1".into()],
+            protocol: pb::ServerProtocol::Echo as i32,
+            tls: Some(pb::TlsServerOptions {
+                cert_pem: cert.as_bytes().to_vec(),
+                key_pem: key.as_bytes().to_vec(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateServer with TLS")
+        .into_inner()
+        .server
+        .expect("server");
+    match &server.addresses[0].kind {
+        Some(pb::net_address::Kind::Inet(inet)) => inet.port,
+        other => panic!("not inet: {other:?}"),
+    }
+}
+
+/// OpenConnection over TLS to `localhost` at `port`, naming no CA.
+async fn tls_without_a_ca(
+    channel: &Channel,
+    port: u32,
+) -> Result<tonic::Response<pb::OpenConnectionResponse>, tonic::Status> {
+    net(channel)
+        .open_connection(pb::OpenConnectionRequest {
+            host: "127.0.0.1".into(),
+            port,
+            tls: Some(pb::TlsClientOptions {
+                server_name: "localhost".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+}
+
+#[tokio::test]
+async fn a_tls_connection_without_a_ca_trusts_the_daemons_default() {
+    // `[tls] ca_file` names the CA: a request without one trusts it.
+    let (ca, cert, key) = pki();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).expect("ca file");
+    let config = format!("[tls]\nca_file = {:?}\n", ca_file.display().to_string());
+    let daemon = Daemon::start_with(&config);
+    let channel = daemon.channel().await;
+    let port = tls_echo_server(&channel, &cert, &key).await;
+    let conn = tls_without_a_ca(&channel, port)
+        .await
+        .expect("trusted through tls.ca_file")
+        .into_inner()
+        .transport
+        .expect("transport");
+    assert!(conn.tls_version.starts_with("TLSv1."), "{conn:?}");
+
+    // By default, the system's trust store: it does not know this test's CA.
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let port = tls_echo_server(&channel, &cert, &key).await;
+    let refused = tls_without_a_ca(&channel, port)
+        .await
+        .expect_err("a private CA is not a system root");
+    match refused.code() {
+        Code::Unavailable => assert!(refused.message().contains("UnknownIssuer"), "{refused:?}"),
+        // A machine without any system CA bundle.
+        Code::FailedPrecondition => assert!(
+            refused.message().contains("no default trust"),
+            "{refused:?}"
+        ),
+        _ => panic!("{refused:?}"),
+    }
+}
+
 #[tokio::test]
 async fn resolve_and_reverse_resolve_on_the_loop() {
     let daemon = Daemon::start();

@@ -166,6 +166,30 @@ impl TlsClientConfig {
         Self::build(&read_pem("CA certificate", ca)?, &ca.display().to_string())
     }
 
+    /// A configuration trusting the system's CA certificates, as asyncio's
+    /// `ssl.create_default_context()`: `SSL_CERT_FILE`/`SSL_CERT_DIR` when set, else the
+    /// platform's bundle (rustls-native-certs). Certificates that do not parse are
+    /// skipped; the second value counts them.
+    ///
+    /// Fails with [`Error::TlsConfig`] if not one usable certificate is found.
+    pub fn with_system_roots() -> Result<(Self, usize)> {
+        let found = rustls_native_certs::load_native_certs();
+        let origin = "the system's trust store";
+        if found.certs.is_empty() {
+            let why = found
+                .errors
+                .first()
+                .map_or_else(|| "no certificate found".to_owned(), ToString::to_string);
+            return Err(config_error("CA certificates", origin, why));
+        }
+        let mut roots = RootCertStore::empty();
+        let (_, skipped) = roots.add_parsable_certificates(found.certs);
+        if roots.is_empty() {
+            return Err(config_error("CA certificates", origin, "none is usable"));
+        }
+        Ok((Self::with_roots(roots)?, skipped))
+    }
+
     fn build(ca_pem: &[u8], origin: &str) -> Result<Self> {
         let mut roots = RootCertStore::empty();
         for cert in parse_certs(ca_pem, origin)? {
@@ -173,6 +197,10 @@ impl TlsClientConfig {
                 .add(cert)
                 .map_err(|err| config_error("CA certificate", origin, err))?;
         }
+        Self::with_roots(roots)
+    }
+
+    fn with_roots(roots: RootCertStore) -> Result<Self> {
         let config = ClientConfig::builder_with_provider(ring_provider())
             .with_safe_default_protocol_versions()
             .map_err(|err| config_error("protocol versions", "ring provider", err))?

@@ -18,6 +18,7 @@
 mod datagram;
 mod protocol;
 mod tls;
+pub mod trust;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};

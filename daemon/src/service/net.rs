@@ -4,7 +4,7 @@
 //! # Invariants
 //! - Addresses, ports, enums and windows are validated here, before the hand-off.
 //! - TLS material is loaded here (PEM bytes or files the daemon reads); a TLS
-//!   connection needs a CA, as the daemon has no default trust roots.
+//!   connection without a CA trusts the daemon's default (`crate::net::trust`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -114,18 +114,15 @@ fn tls_server(tls: &pb::TlsServerOptions) -> Result<(TlsServerConfig, Option<Dur
     Ok((config, timeout))
 }
 
-/// A connection's TLS configuration: the daemon has no default trust roots, so a CA is
-/// required.
+/// A connection's TLS configuration: the request's CA, or the daemon's default trust
+/// (`[tls] ca_file`, else the system's trust store).
 fn tls_client(tls: &pb::TlsClientOptions) -> Result<(TlsClientConfig, Option<Duration>)> {
     let config = if !tls.ca_pem.is_empty() {
         TlsClientConfig::with_ca_pem(&tls.ca_pem)?
     } else if !tls.ca_path.is_empty() {
         TlsClientConfig::with_ca_pem_file(&tls.ca_path)?
     } else {
-        return Err(Error::invalid(
-            "tls",
-            "no CA (set ca_pem or ca_path: the daemon has no default trust roots)",
-        ));
+        crate::net::trust::default_client_config()?
     };
     let timeout = tls
         .handshake_timeout

@@ -87,8 +87,9 @@ pub struct StartTlsArgs {
     /// Client side: the name the server's certificate must carry (and the SNI sent).
     #[arg(long, value_name = "NAME", required_unless_present = "server_side")]
     server_name: Option<String>,
-    /// Client side: trusted CA certificates (PEM file read by the daemon).
-    #[arg(long, value_name = "FILE", required_unless_present = "server_side")]
+    /// Client side: trusted CA certificates (PEM file read by the daemon). Default: the
+    /// daemon's `[tls] ca_file`, else the system's trust store.
+    #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
     /// Write TEXT in clear in the step that starts TLS (a STARTTLS go-ahead, such as
     /// "OK"), so the peer's answer cannot race the upgrade.
@@ -134,7 +135,8 @@ pub struct OpenArgs {
     /// The TLS server name (default: the host).
     #[arg(long, value_name = "NAME", requires = "tls")]
     server_name: Option<String>,
-    /// Trusted CA certificates (PEM file read by the daemon).
+    /// Trusted CA certificates (PEM file read by the daemon). Default: the daemon's
+    /// `[tls] ca_file`, else the system's trust store.
     #[arg(long, value_name = "FILE", requires = "tls")]
     ca: Option<PathBuf>,
     /// Give up connecting after this long.

@@ -921,6 +921,30 @@ fn relay(to: u16) -> (u16, Arc<std::sync::Mutex<Vec<u8>>>) {
     (port, seen)
 }
 
+type StartTlsAnswer = Result<tonic::Response<pb::StartTlsResponse>, tonic::Status>;
+
+/// A STARTTLS exchange with a new CA and a certificate for `localhost`: the server's
+/// side answers "OK" in the step that starts TLS, and the client's side starts, expecting
+/// `name`, once it read the OK. The CA, and both sides' answers.
+async fn starttls(
+    channel: &Channel,
+    (server_side, client_side): (u64, u64),
+    client_chunks: &mut Streaming<pb::ByteChunk>,
+    name: &str,
+) -> (String, StartTlsAnswer, StartTlsAnswer) {
+    let (ca, cert, key) = pki();
+    let mut request = start_tls_server(server_side, &cert, &key);
+    request.write_first = b"OK\n".to_vec();
+    let mut a = net(channel);
+    let server_up = tokio::spawn(async move { a.start_tls(request).await });
+    assert_eq!(read_n(client_chunks, 0, 3).await.0, b"OK\n");
+    let client_up = net(channel)
+        .start_tls(start_tls_client(client_side, name, &ca))
+        .await;
+    let server_up = server_up.await.expect("the server's StartTls");
+    (ca, server_up, client_up)
+}
+
 /// PauseReading (`reading` false) or ResumeReading on a transport.
 async fn set_reading(channel: &Channel, id: u64, reading: bool) {
     let mut net = net(channel);
@@ -1013,18 +1037,13 @@ async fn start_tls_upgrades_both_ends_of_a_plain_connection_in_place() {
     // holds afterwards.
     set_reading(&channel, server_side, false).await;
 
-    // The server's side answers OK in the step that starts TLS; the client starts once
-    // it read the OK, as STARTTLS protocols go.
-    let (ca, cert, key) = pki();
-    let mut request = start_tls_server(server_side, &cert, &key);
-    request.write_first = b"OK\n".to_vec();
-    let mut a = net(&channel);
-    let server_up = tokio::spawn(async move { a.start_tls(request).await });
-    assert_eq!(read_n(&mut client_chunks, 0, 3).await.0, b"OK\n");
-    let client_up = net(&channel)
-        .start_tls(start_tls_client(client_side, "localhost", &ca))
-        .await;
-    let server_up = server_up.await.expect("the server's StartTls");
+    let (ca, server_up, client_up) = starttls(
+        &channel,
+        (server_side, client_side),
+        &mut client_chunks,
+        "localhost",
+    )
+    .await;
     for (up, id) in [(server_up, server_side), (client_up, client_side)] {
         let info = up
             .expect("StartTls")
@@ -1095,16 +1114,13 @@ async fn start_tls_with_the_wrong_server_name_fails_and_closes_the_transport() {
     let mut events = subscribe(&channel, "").await;
     let (server_side, client_side, _) = plain_pair(&channel, &mut events).await;
     let (_c, mut client_chunks) = reader(&channel, client_side, 1 << 20).await;
-    let (ca, cert, key) = pki();
-    let mut request = start_tls_server(server_side, &cert, &key);
-    request.write_first = b"OK\n".to_vec();
-    let mut a = net(&channel);
-    let server_up = tokio::spawn(async move { a.start_tls(request).await });
-    assert_eq!(read_n(&mut client_chunks, 0, 3).await.0, b"OK\n");
-    let client_up = net(&channel)
-        .start_tls(start_tls_client(client_side, "wrong.example", &ca))
-        .await;
-    let server_up = server_up.await.expect("the server's StartTls");
+    let (_, server_up, client_up) = starttls(
+        &channel,
+        (server_side, client_side),
+        &mut client_chunks,
+        "wrong.example",
+    )
+    .await;
     let err = client_up.expect_err("a certificate for localhost only");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(err.message().contains("wrong.example"), "{err:?}");

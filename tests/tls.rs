@@ -14,10 +14,10 @@ use loopd::{
     Address, ConnectOptions, Error, EventLoop, ExtraInfo, Protocol, Server, ServerOptions,
     StartTlsOptions, TlsClientConfig, TlsServerConfig, Transport,
 };
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+mod net_support;
 
-/// Longest any test waits for anything; the exchanges here take milliseconds.
-const SAFETY: Duration = Duration::from_secs(10);
+use net_support::{FNV_OFFSET, SAFETY, fnv, run, run_until, sleep};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
 // ---- certificates -------------------------------------------------------------------
 
@@ -145,16 +145,6 @@ impl Protocol for Probe {
     }
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
-fn fnv(mut hash: u64, data: &[u8]) -> u64 {
-    for &b in data {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
-}
-
 fn record(setup: impl Fn(&mut Record)) -> Shared {
     let r = Rc::new(RefCell::new(Record::default()));
     setup(&mut r.borrow_mut());
@@ -172,34 +162,6 @@ fn probes(
         list.borrow_mut().push(r.clone());
         Probe(r)
     }
-}
-
-fn run<T: 'static>(lp: &EventLoop, fut: impl std::future::Future<Output = T> + 'static) -> T {
-    let stopper = lp.clone();
-    let timer = lp.call_later(SAFETY, move || stopper.stop()).unwrap();
-    let out = lp.run_until_complete(fut);
-    timer.cancel();
-    out.expect("finished before the safety timer")
-}
-
-async fn sleep(lp: &EventLoop, delay: Duration) {
-    let fut = lp.create_future::<()>().unwrap();
-    let done = fut.clone();
-    lp.call_later(delay, move || {
-        let _ = done.set_result(());
-    })
-    .unwrap();
-    fut.await.unwrap();
-}
-
-/// Runs the loop until `cond` holds (the safety timer bounds it).
-fn run_until(lp: &EventLoop, cond: impl Fn() -> bool + 'static) {
-    let lp2 = lp.clone();
-    run(lp, async move {
-        while !cond() {
-            sleep(&lp2, Duration::from_millis(1)).await;
-        }
-    });
 }
 
 fn events(r: &Shared) -> Vec<String> {

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+mod net_support;
+
 use loopd::{
     Address, ConnectOptions, Error, EventLoop, ExtraInfo, Protocol, Server, ServerOptions,
     Transport,
 };
-
-/// Longest any test waits for anything; the exchanges here take milliseconds.
-const SAFETY: Duration = Duration::from_secs(10);
+use net_support::{FNV_OFFSET, SAFETY, fnv, run, sleep, until};
 
 // ---- helpers ------------------------------------------------------------------------
 
@@ -96,16 +96,6 @@ impl Protocol for Probe {
     }
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
-fn fnv(mut hash: u64, data: &[u8]) -> u64 {
-    for &byte in data {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
-}
-
 fn record(setup: impl Fn(&mut Record)) -> Shared {
     let r = Rc::new(RefCell::new(Record {
         keep_data: true,
@@ -125,33 +115,6 @@ fn probes(
         let r = record(&setup);
         list.borrow_mut().push(r.clone());
         Probe(r)
-    }
-}
-
-/// Runs `fut` to completion on `lp`, failing the test if the safety timer fires first.
-fn run<T: 'static>(lp: &EventLoop, fut: impl std::future::Future<Output = T> + 'static) -> T {
-    let stopper = lp.clone();
-    let timer = lp.call_later(SAFETY, move || stopper.stop()).unwrap();
-    let out = lp.run_until_complete(fut);
-    timer.cancel();
-    out.expect("finished before the safety timer")
-}
-
-/// asyncio's `sleep`: a future done after `delay`.
-async fn sleep(lp: &EventLoop, delay: Duration) {
-    let fut = lp.create_future::<()>().unwrap();
-    let done = fut.clone();
-    lp.call_later(delay, move || {
-        let _ = done.set_result(());
-    })
-    .unwrap();
-    fut.await.unwrap();
-}
-
-/// Sleeps a millisecond at a time until `cond` holds (the safety timer bounds it).
-async fn until(lp: &EventLoop, cond: impl Fn() -> bool) {
-    while !cond() {
-        sleep(lp, Duration::from_millis(1)).await;
     }
 }
 

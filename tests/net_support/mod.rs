@@ -1,5 +1,6 @@
-//! Helpers shared by the networking tests (datagram, dns, Happy Eyeballs, sendfile, sock,
-//! pipes): a bounded `run`, `sleep` and `until`. Every wait is bounded by [`SAFETY`].
+//! Helpers shared by the networking tests (transports, TLS, datagram, dns, Happy Eyeballs,
+//! sendfile, sock, pipes): a bounded `run`, `sleep` and `until`, and an FNV-1a hash for
+//! streams too big to keep. Every wait is bounded by [`SAFETY`].
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::time::Duration;
@@ -46,4 +47,16 @@ pub fn run_until(lp: &EventLoop, cond: impl Fn() -> bool + 'static) {
 pub fn run_for(lp: &EventLoop, delay: Duration) {
     let inner = lp.clone();
     run(lp, async move { sleep(&inner, delay).await });
+}
+
+/// FNV-1a's offset basis: the hash of no bytes.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a of `data`, continuing from `hash`.
+pub fn fnv(mut hash: u64, data: &[u8]) -> u64 {
+    for &byte in data {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
 }

@@ -265,11 +265,7 @@ impl NetState {
         if !rec.stream_paused.replace(false) {
             return;
         }
-        if !rec.paused_by_client.get() {
-            if let Some(transport) = rec.transport.borrow().clone() {
-                transport.resume_reading();
-            }
-        }
+        rec.sync_reading();
         ctx.emit(EventKind::ReadingResumed(pb::ReadingResumed {
             transport_id: id,
         }));
@@ -686,13 +682,9 @@ impl LoopCtx {
 
     /// PauseReading / ResumeReading at the client's request.
     pub fn net_set_reading(&self, id: u64, reading: bool) -> Result<pb::TransportInfo> {
-        if let Ok((rec, transport)) = self.open_transport(id) {
+        if let Ok((rec, _)) = self.open_transport(id) {
             rec.paused_by_client.set(!reading);
-            if !reading {
-                transport.pause_reading();
-            } else if !rec.stream_paused.get() && !rec.writing_paused_echo() {
-                transport.resume_reading();
-            }
+            rec.sync_reading();
         }
         self.net_get_transport(id)
     }
@@ -809,9 +801,25 @@ impl LoopCtx {
 }
 
 impl TransportRec {
-    /// An echo transport paused by its own full write buffer stays paused.
-    pub(crate) fn writing_paused_echo(&self) -> bool {
-        self.behaviour == Behaviour::Echo && self.writing_paused.get()
+    /// Whether anything holds the transport's reading back: the client's PauseReading, a
+    /// full stream window, or (echo) its own full write buffer.
+    fn reading_held(&self) -> bool {
+        self.paused_by_client.get()
+            || self.stream_paused.get()
+            || (self.behaviour == Behaviour::Echo && self.writing_paused.get())
+    }
+
+    /// Pauses or resumes the transport's reading to match [`Self::reading_held`]: the one
+    /// place that decides, whichever of the three reasons just changed.
+    pub(crate) fn sync_reading(&self) {
+        let Some(transport) = self.transport.borrow().clone() else {
+            return;
+        };
+        if self.reading_held() {
+            transport.pause_reading();
+        } else {
+            transport.resume_reading();
+        }
     }
 }
 

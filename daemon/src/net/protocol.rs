@@ -184,9 +184,7 @@ impl Protocol for NetProtocol {
         let Some(transport) = self.transport() else {
             return;
         };
-        if self.rec.behaviour == Behaviour::Echo && !self.rec.paused_by_client.get() {
-            transport.resume_reading();
-        }
+        self.rec.sync_reading();
         self.emit(EventKind::ResumeWriting(pb::ResumeWriting {
             transport_id: self.rec.id,
             write_buffer_size: transport.get_write_buffer_size() as u64,

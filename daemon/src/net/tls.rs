@@ -75,14 +75,8 @@ impl LoopCtx {
         self.spawn(async move {
             let result = match upgrade.await {
                 Ok(_) => {
-                    // The engine read for the handshake whatever the transport's state: a
-                    // pause by the client, a full stream or an echo's full buffer holds.
-                    if rec.paused_by_client.get()
-                        || rec.stream_paused.get()
-                        || rec.writing_paused_echo()
-                    {
-                        transport.pause_reading();
-                    }
+                    // The engine read for the handshake whatever held the transport back.
+                    rec.sync_reading();
                     Ok(transport_info(&ctx, &rec))
                 }
                 Err(err) => {

@@ -3,11 +3,13 @@
 //! `ssl.create_default_context()`.
 //!
 //! # Invariants
-//! - Loaded once, at startup ([`configure`]); every connection shares the configuration.
-//! - A `ca_file` that does not load stops the daemon at startup, naming the file.
+//! - A configured `ca_file` is loaded at startup ([`configure`]), and one that does not
+//!   load stops the daemon, naming the file.
+//! - The system's trust store is read on the first connection that needs it, not at
+//!   startup (most daemons never open a TLS connection), and then shared.
 //! - An empty or unreadable system store is not fatal (the daemon needs no TLS to run):
-//!   it is logged at startup, and a connection without a CA is then FAILED_PRECONDITION
-//!   saying why ([`Error::NoTrustRoots`]).
+//!   it is logged once, and a connection without a CA is then FAILED_PRECONDITION saying
+//!   why ([`Error::NoTrustRoots`]).
 
 use std::sync::OnceLock;
 
@@ -18,18 +20,15 @@ use crate::status::{Error, Result};
 
 static DEFAULT: OnceLock<std::result::Result<TlsClientConfig, String>> = OnceLock::new();
 
-/// Loads the default trust of `settings`; the first call wins. Fails only for a
-/// configured `ca_file` that does not load.
+/// Loads a configured `ca_file` as the default trust; the first call wins. Fails for a
+/// file that does not load.
 pub fn configure(settings: &TlsSettings) -> anyhow::Result<()> {
-    let loaded = load(settings);
-    if !settings.ca_file.is_empty() {
-        if let Err(why) = &loaded {
-            anyhow::bail!("tls.ca_file: {why}");
-        }
+    if settings.ca_file.is_empty() {
+        return Ok(()); // the system's store, on first use
     }
-    match &loaded {
-        Ok(_) => {}
-        Err(why) => tracing::warn!("TLS connections without a CA will be refused: {why}"),
+    let loaded = load(settings);
+    if let Err(why) = &loaded {
+        anyhow::bail!("tls.ca_file: {why}");
     }
     let _ = DEFAULT.set(loaded);
     Ok(())
@@ -49,7 +48,13 @@ fn load(settings: &TlsSettings) -> std::result::Result<TlsClientConfig, String> 
 /// The configuration for a TLS connection whose request names no CA.
 pub fn default_client_config() -> Result<TlsClientConfig> {
     DEFAULT
-        .get_or_init(|| load(&TlsSettings::default()))
+        .get_or_init(|| {
+            let loaded = load(&TlsSettings::default());
+            if let Err(why) = &loaded {
+                tracing::warn!("TLS connections without a CA are refused: {why}");
+            }
+            loaded
+        })
         .clone()
         .map_err(Error::NoTrustRoots)
 }

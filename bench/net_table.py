@@ -16,9 +16,10 @@ a ratio of medians mixes rounds measured under different conditions. Both are sh
 Exits non-zero if a line is not such an object, or if loopd's figures are missing.
 """
 
-import json
 import statistics
 import sys
+
+import figures
 
 SERVERS = ("loopd", "uvloop", "asyncio", "blocking")
 
@@ -77,17 +78,8 @@ def ratio(a, b):
 
 def main(paths):
     runs = {}
-    for path in paths:
-        with open(path) as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                    key = (obj["server"], obj["name"])
-                    runs.setdefault(key, []).append(float(obj["value"]))
-                except (ValueError, KeyError, TypeError) as err:
-                    sys.exit(f"{path}:{n}: not a figure ({err}): {line.strip()}")
+    for server, name, value, _ in figures.read(paths, "server", "net_table.py"):
+        runs.setdefault((server, name), []).append(value)
     fig = {key: statistics.median(values) for key, values in runs.items()}
     for name in ("rr_rps", "stream1_mbps"):
         if ("loopd", name) not in fig:
@@ -103,11 +95,7 @@ def main(paths):
             [label, *map(cell, values), ratio(loopd, uvloop), ratio(loopd, blocking),
              goal(name, runs)]
         )
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+    print(figures.markdown(header, rows))
     print()
     for name, (baseline, least) in GOALS.items():
         ratios = paired_ratios(runs, name, baseline)

@@ -10,9 +10,10 @@ under the table), a ratio the plain quotient of two medians. Exits non-zero if a
 not such a JSON object or if loopd's figures are missing.
 """
 
-import json
 import statistics
 import sys
+
+import figures
 
 LOOPS = ("bare", "loopd", "asyncio", "uvloop")
 OTHERS = ("bare", "asyncio", "uvloop")
@@ -72,20 +73,9 @@ def fmt_value(value, unit):
 
 def load(paths):
     runs, units = {}, {}
-    for path in paths:
-        with open(path) as lines:
-            for number, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    loop, name, value, unit = row["loop"], row["name"], row["value"], row["unit"]
-                    value = float(value)
-                except (ValueError, KeyError, TypeError) as err:
-                    sys.exit(f"proc_table.py: {path}:{number}: not a figure ({err}): "
-                             f"{line.strip()}")
-                runs.setdefault(name, {}).setdefault(loop, []).append(value)
-                units[name] = unit
+    for loop, name, value, unit in figures.read(paths, "loop", "proc_table.py"):
+        runs.setdefault(name, {}).setdefault(loop, []).append(value)
+        units[name] = unit
     return runs, units
 
 
@@ -107,13 +97,7 @@ def render(runs, units):
             if loop in runs[name]:
                 each = ", ".join(fmt_value(v, units[name]) for v in runs[name][loop])
                 details.append(f"  {name} {loop}: {each}")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells):
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-
-    out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    out += [line(r) for r in rows]
+    out = [figures.markdown(header, rows)]
     out += ["", "Each value above is the median of these rounds:", *details]
     return "\n".join(out)
 

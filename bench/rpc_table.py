@@ -10,9 +10,10 @@ and the runs are listed under the table.
 Exits non-zero if a line is not such an object, or if loopd's unary figure is missing.
 """
 
-import json
 import statistics
 import sys
+
+import figures
 
 SERVERS = ("loopd", "bare", "grpcio")
 
@@ -64,17 +65,8 @@ def cell(value):
 
 def main(paths):
     runs = {}
-    for path in paths:
-        with open(path) as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                    key = (obj["server"], obj["name"])
-                    runs.setdefault(key, []).append(float(obj["value"]))
-                except (ValueError, KeyError, TypeError) as err:
-                    sys.exit(f"{path}:{n}: not a figure ({err}): {line.strip()}")
+    for server, name, value, _ in figures.read(paths, "server", "rpc_table.py"):
+        runs.setdefault((server, name), []).append(value)
     fig = {key: statistics.median(values) for key, values in runs.items()}
     if ("loopd", "unary_rps") not in fig:
         sys.exit("no loopd unary_rps figure")
@@ -87,11 +79,7 @@ def main(paths):
         loopd, bare = values[0], values[1]
         ratio = f"{loopd / bare:.2f}" if loopd is not None and bare else "-"
         rows.append([label, *map(cell, values), ratio, goal(name, fig)])
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+    print(figures.markdown(header, rows))
     repeated = {key: values for key, values in runs.items() if len(values) > 1}
     if repeated:
         print()

@@ -9,8 +9,9 @@ below 1 favours loopd), and the goal column says whether loopd meets the issue's
 Exits non-zero if an input line is not such a JSON object, or if loopd's figures are missing.
 """
 
-import json
 import sys
+
+import figures as figures_file
 
 LOOPS = ("loopd", "asyncio", "uvloop")
 
@@ -107,18 +108,9 @@ def fmt_ratio(r):
 
 def load(paths):
     figures, units = {}, {}
-    for path in paths:
-        with open(path) as lines:
-            for number, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    loop, name, value, unit = row["loop"], row["name"], row["value"], row["unit"]
-                except (ValueError, KeyError, TypeError) as err:
-                    sys.exit(f"table.py: {path}:{number}: not a figure ({err}): {line.strip()}")
-                figures.setdefault(name, {})[loop] = float(value)
-                units[name] = unit
+    for loop, name, value, unit in figures_file.read(paths, "loop", "table.py"):
+        figures.setdefault(name, {})[loop] = value
+        units[name] = unit
     return figures, units
 
 
@@ -138,14 +130,7 @@ def render(figures, units):
             fmt_ratio(ratio(fig, "asyncio")),
             GOALS[name](fig) if name in GOALS else "",
         ])
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells):
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-
-    out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    out += [line(r) for r in rows]
-    return "\n".join(out)
+    return figures_file.markdown(header, rows)
 
 
 def main():

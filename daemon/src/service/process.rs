@@ -210,12 +210,7 @@ impl ProcessService for Api {
         request: Request<Streaming<pb::ReadOutputRequest>>,
     ) -> Result<Response<Self::ReadOutputStream>, Status> {
         let mut inbound = request.into_inner();
-        let first = inbound.message().await?.ok_or_else(|| {
-            Error::invalid(
-                "ReadOutputRequest",
-                "none (the first message opens the stream)",
-            )
-        })?;
+        let first = opening(&mut inbound, "ReadOutputRequest").await?;
         let fd = output_fd(first.fd)?;
         let shared = self.daemon.registry.get(&first.r#loop)?;
         let id = first.process_id;
@@ -251,12 +246,7 @@ impl ProcessService for Api {
         request: Request<Streaming<pb::ReadFifoRequest>>,
     ) -> Result<Response<Self::ReadFifoStream>, Status> {
         let mut inbound = request.into_inner();
-        let first = inbound.message().await?.ok_or_else(|| {
-            Error::invalid(
-                "ReadFifoRequest",
-                "none (the first message opens the stream)",
-            )
-        })?;
+        let first = opening(&mut inbound, "ReadFifoRequest").await?;
         let shared = self.daemon.registry.get(&first.r#loop)?;
         let id = first.fifo_id;
         let stream = shared.call(move |ctx| fifo::stream(ctx, id)).await?;
@@ -293,4 +283,11 @@ impl ProcessService for Api {
         shared.call(move |ctx| fifo::close(ctx, id)).await?;
         Ok(Response::new(pb::CloseFifoResponse {}))
     }
+}
+
+/// The first message of a read RPC (ReadOutput, ReadFifo), which opens its stream;
+/// INVALID_ARGUMENT naming `what` if the client sent none.
+async fn opening<T>(inbound: &mut Streaming<T>, what: &'static str) -> Result<T, Status> {
+    let first = inbound.message().await?;
+    Ok(first.ok_or_else(|| Error::invalid(what, "none (the first message opens the stream)"))?)
 }

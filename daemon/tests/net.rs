@@ -590,37 +590,10 @@ async fn a_tls_echo_server_and_a_tls_connection_talk() {
     let daemon = Daemon::start();
     let channel = daemon.channel().await;
     let (ca, cert, key) = pki();
-    let server = net(&channel)
-        .create_server(pb::CreateServerRequest {
-            hosts: vec!["127.0.0.1".into()],
-            protocol: pb::ServerProtocol::Echo as i32,
-            tls: Some(pb::TlsServerOptions {
-                cert_pem: cert.into_bytes(),
-                key_pem: key.into_bytes(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("CreateServer with TLS")
-        .into_inner()
-        .server
-        .expect("server");
+    let server = tls_echo_server(&channel, &cert, &key).await;
     assert!(server.tls);
-    let Some(pb::net_address::Kind::Inet(inet)) = &server.addresses[0].kind else {
-        panic!("not inet")
-    };
-    let conn = net(&channel)
-        .open_connection(pb::OpenConnectionRequest {
-            host: "127.0.0.1".into(),
-            port: inet.port,
-            tls: Some(pb::TlsClientOptions {
-                server_name: "localhost".into(),
-                ca_pem: ca.into_bytes(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+    let port = inet_port(&server);
+    let conn = tls_connect(&channel, port, "localhost", &ca)
         .await
         .expect("OpenConnection with TLS")
         .into_inner()
@@ -633,25 +606,15 @@ async fn a_tls_echo_server_and_a_tls_connection_talk() {
     write(&channel, id, b"over tls").await.expect("Write");
     assert_eq!(read_n(&mut chunks, 0, 8).await.0, b"over tls");
 
-    let wrong_name = net(&channel)
-        .open_connection(pb::OpenConnectionRequest {
-            host: "127.0.0.1".into(),
-            port: inet.port,
-            tls: Some(pb::TlsClientOptions {
-                server_name: "not-localhost".into(),
-                ca_pem: pki().0.into_bytes(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+    let wrong_name = tls_connect(&channel, port, "not-localhost", &pki().0)
         .await
         .expect_err("another CA");
     assert_eq!(wrong_name.code(), Code::Unavailable, "{wrong_name:?}");
 }
 
-/// A TLS echo server for `localhost` on `channel`'s daemon; its port.
-async fn tls_echo_server(channel: &Channel, cert: &str, key: &str) -> u32 {
-    let server = net(channel)
+/// A TLS echo server for `localhost` on `channel`'s daemon.
+async fn tls_echo_server(channel: &Channel, cert: &str, key: &str) -> pb::ServerInfo {
+    net(channel)
         .create_server(pb::CreateServerRequest {
             hosts: vec!["127.0.0.1".into()],
             protocol: pb::ServerProtocol::Echo as i32,
@@ -666,24 +629,32 @@ async fn tls_echo_server(channel: &Channel, cert: &str, key: &str) -> u32 {
         .expect("CreateServer with TLS")
         .into_inner()
         .server
-        .expect("server");
+        .expect("server")
+}
+
+/// The port of a server's first (TCP) address.
+fn inet_port(server: &pb::ServerInfo) -> u32 {
     match &server.addresses[0].kind {
         Some(pb::net_address::Kind::Inet(inet)) => inet.port,
         other => panic!("not inet: {other:?}"),
     }
 }
 
-/// OpenConnection over TLS to `localhost` at `port`, naming no CA.
-async fn tls_without_a_ca(
+/// OpenConnection over TLS to 127.0.0.1:`port`, expecting the certificate to name `name`
+/// and trusting `ca` (PEM; empty: the daemon's default trust).
+async fn tls_connect(
     channel: &Channel,
     port: u32,
+    name: &str,
+    ca: &str,
 ) -> Result<tonic::Response<pb::OpenConnectionResponse>, tonic::Status> {
     net(channel)
         .open_connection(pb::OpenConnectionRequest {
             host: "127.0.0.1".into(),
             port,
             tls: Some(pb::TlsClientOptions {
-                server_name: "localhost".into(),
+                server_name: name.into(),
+                ca_pem: ca.as_bytes().to_vec(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -701,8 +672,8 @@ async fn a_tls_connection_without_a_ca_trusts_the_daemons_default() {
     let config = format!("[tls]\nca_file = {:?}\n", ca_file.display().to_string());
     let daemon = Daemon::start_with(&config);
     let channel = daemon.channel().await;
-    let port = tls_echo_server(&channel, &cert, &key).await;
-    let conn = tls_without_a_ca(&channel, port)
+    let port = inet_port(&tls_echo_server(&channel, &cert, &key).await);
+    let conn = tls_connect(&channel, port, "localhost", "")
         .await
         .expect("trusted through tls.ca_file")
         .into_inner()
@@ -713,8 +684,8 @@ async fn a_tls_connection_without_a_ca_trusts_the_daemons_default() {
     // By default, the system's trust store: it does not know this test's CA.
     let daemon = Daemon::start();
     let channel = daemon.channel().await;
-    let port = tls_echo_server(&channel, &cert, &key).await;
-    let refused = tls_without_a_ca(&channel, port)
+    let port = inet_port(&tls_echo_server(&channel, &cert, &key).await);
+    let refused = tls_connect(&channel, port, "localhost", "")
         .await
         .expect_err("a private CA is not a system root");
     match refused.code() {

@@ -225,8 +225,11 @@ impl NetState {
     }
 
     /// Registers a transport at its `connection_made`; aborts it past its owner's quota.
+    /// Also forgets what retention lets go: a server accepting connections nobody lists
+    /// would otherwise keep every lost transport's record.
     fn adopt(&self, ctx: &LoopCtx, rec: Rc<TransportRec>, transport: &Transport) {
         let limits = ctx.limits();
+        self.prune(&limits);
         if let Err(err) = self.check_quota(rec.creator_uid, &limits, false) {
             *rec.error.borrow_mut() = err.to_string();
             transport.abort();

@@ -44,7 +44,6 @@ pub async fn serve(
     bound: Bound,
     state_dir: std::path::PathBuf,
 ) -> anyhow::Result<()> {
-    crate::process::cloexec_inherited_fds();
     crate::process::configure(config.process.clone(), config.signals.clone());
     crate::net::trust::configure(&config.tls)?;
     let registry = Registry::new(config.limits.clone())

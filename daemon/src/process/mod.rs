@@ -594,48 +594,6 @@ pub fn check_action_target(ctx: &LoopCtx, kind: &pb::action::Kind) -> Result<()>
     }
 }
 
-// ---- descriptors ----------------------------------------------------------------------
-
-/// Marks every descriptor above 2 close-on-exec, so that children inherit only fds 0-2.
-///
-/// The daemon's own descriptors are made close-on-exec (std, tokio, mio and the engine
-/// all ask for it), but those it inherited from whoever started it may not be: a
-/// shell's stray fd or a harness's pipe would otherwise reach every child. Runs once at
-/// startup. `close_range(CLOSE_RANGE_CLOEXEC)` (Linux 5.11) does it in one call; older
-/// kernels get `fcntl` on each fd listed in /proc/self/fd.
-pub fn cloexec_inherited_fds() {
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags; no memory is touched.
-    let done = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    } == 0;
-    if done {
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
-        tracing::warn!("cannot list /proc/self/fd: inherited descriptors may leak to children");
-        return;
-    };
-    let fds: Vec<i32> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|&fd| fd > 2)
-        .collect();
-    for fd in fds {
-        // SAFETY: fcntl on a descriptor number: at worst EBADF (the listing's own fd).
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            if flags >= 0 {
-                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
-            }
-        }
-    }
-}
-
 // ---- shutdown -------------------------------------------------------------------------
 
 /// Daemon shutdown: SIGTERM to every child's group on every loop, SIGKILL to what is

@@ -7,7 +7,6 @@
 //! - The FIFO is closed in the daemon when loopctl is done with it, also after an error
 //!   (CloseFifo), so nothing stays open behind a finished command.
 
-use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -15,6 +14,7 @@ use clap::{Args, Subcommand};
 use loopd_client::Client;
 
 use super::conn::copy_to_stdout;
+use super::run::stdin_chunks;
 use super::server::absolute;
 use super::{Ctx, LoopArg};
 
@@ -76,33 +76,18 @@ async fn read_to_stdout(
     copy_to_stdout(ctx, reader, &format!("reading FIFO {id}")).await
 }
 
-/// Copies stdin to the FIFO (read on a blocking thread), then asks for the close.
+/// Copies stdin to the FIFO, then asks for the close.
 async fn write_stdin(client: &Client, loop_name: &str, id: u64) -> Result<()> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin().lock();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let read = stdin.read(&mut buf).map(|n| buf[..n].to_vec());
-            let done = !matches!(&read, Ok(data) if !data.is_empty());
-            if tx.blocking_send(read).is_err() || done {
-                break;
-            }
-        }
-    });
-    while let Some(read) = rx.recv().await {
-        let data = read?;
-        let eof = data.is_empty();
-        let mut queued = client.write_fifo(loop_name, id, data, eof).await?;
-        if eof {
-            break;
-        }
+    let mut chunks = stdin_chunks();
+    while let Some(data) = chunks.recv().await {
+        let mut queued = client.write_fifo(loop_name, id, data?, false).await?;
         // The daemon queues what the reader has not taken yet: keep that bounded.
         while queued > MAX_QUEUED {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             queued = client.write_fifo(loop_name, id, Vec::new(), false).await?;
         }
     }
+    client.write_fifo(loop_name, id, Vec::new(), true).await?;
     Ok(())
 }
 

@@ -154,23 +154,9 @@ async fn copy(
 /// Reads stdin on its own thread and writes it to the child; closes the child's stdin
 /// at end of file. Stops quietly once the child's stdin is closed.
 fn forward_stdin(client: Client, loop_name: String, id: ProcessId) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-    std::thread::spawn(move || {
-        let mut stdin = io::stdin().lock();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match stdin.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if tx.blocking_send(buf[..n].to_vec()).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
+    let mut chunks = stdin_chunks();
     tokio::spawn(async move {
-        while let Some(data) = rx.recv().await {
+        while let Some(Ok(data)) = chunks.recv().await {
             if client
                 .write_stdin(&loop_name, id, data, false)
                 .await
@@ -181,6 +167,29 @@ fn forward_stdin(client: Client, loop_name: String, id: ProcessId) {
         }
         let _ = client.close_stdin(&loop_name, id).await;
     });
+}
+
+/// Reads stdin on a plain thread, so that a terminal that never sends end of file cannot
+/// hold up loopctl's exit: each read's bytes, a read error as the last item, and the
+/// channel closed at end of file.
+pub fn stdin_chunks() -> tokio::sync::mpsc::Receiver<io::Result<Vec<u8>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    std::thread::spawn(move || {
+        let mut stdin = io::stdin().lock();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let read = match stdin.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => Ok(buf[..n].to_vec()),
+                Err(err) => Err(err),
+            };
+            let failed = read.is_err();
+            if tx.blocking_send(read).is_err() || failed {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// The signals `loopctl run` passes on to the child's process group.

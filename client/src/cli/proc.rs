@@ -9,7 +9,7 @@ use loopd_client::{OutputFd, ProcessId, ProcessInfo, ProcessState, Stdio};
 use serde_json::{Value, json};
 
 use super::output::{self, Table};
-use super::run::{command, env_pair};
+use super::run::CommandArgs;
 use super::{Ctx, LoopArg, args};
 
 /// Start, inspect, signal and wait for processes run by the daemon.
@@ -54,15 +54,8 @@ pub enum ProcCommand {
 
 #[derive(Debug, Args)]
 pub struct SpawnArgs {
-    /// Run the words with /bin/sh -c (the daemon must allow shells).
-    #[arg(long)]
-    shell: bool,
-    /// The child's working directory.
-    #[arg(long, value_name = "DIR")]
-    cwd: Option<String>,
-    /// A variable for the child, NAME=VALUE (repeatable).
-    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = env_pair)]
-    env: Vec<(String, String)>,
+    #[command(flatten)]
+    what: CommandArgs,
     /// Give the child a stdin pipe (write with `proc write`); default /dev/null.
     #[arg(long)]
     stdin: bool,
@@ -71,9 +64,6 @@ pub struct SpawnArgs {
     merge_stderr: bool,
     #[command(flatten)]
     r#loop: LoopArg,
-    /// The program and its arguments.
-    #[arg(last = true, required = true, value_name = "CMD")]
-    command: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -149,7 +139,7 @@ impl ProcCommand {
         let client = ctx.connect().await?;
         match self {
             ProcCommand::Spawn(a) => {
-                let mut cmd = command(a.shell, &a.command, a.cwd.as_deref(), &a.env);
+                let mut cmd = a.what.to_command();
                 if a.stdin {
                     cmd = cmd.stdin(Stdio::Pipe);
                 }

@@ -35,6 +35,19 @@ Ctrl-C and the signals SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sen
 loopctl go to the command's process group; loopctl exits when the command does, with
 its status (128+N for signal N).")]
 pub struct RunArgs {
+    #[command(flatten)]
+    what: CommandArgs,
+    /// Do not forward stdin: the child reads /dev/null.
+    #[arg(long)]
+    no_stdin: bool,
+    #[command(flatten)]
+    r#loop: LoopArg,
+}
+
+/// What to run and how (`run` and `proc spawn`): the words after `--`, the shell, the
+/// child's working directory and environment.
+#[derive(Debug, Args)]
+pub struct CommandArgs {
     /// Run the command with /bin/sh -c (the daemon must allow shells); the words after
     /// `--` are joined with spaces.
     #[arg(long)]
@@ -45,18 +58,20 @@ pub struct RunArgs {
     /// A variable for the child, NAME=VALUE (repeatable).
     #[arg(long = "env", value_name = "NAME=VALUE", value_parser = env_pair)]
     env: Vec<(String, String)>,
-    /// Do not forward stdin: the child reads /dev/null.
-    #[arg(long)]
-    no_stdin: bool,
-    #[command(flatten)]
-    r#loop: LoopArg,
     /// The program and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
 }
 
+impl CommandArgs {
+    /// The command these arguments ask for.
+    pub fn to_command(&self) -> Command {
+        command(self.shell, &self.command, self.cwd.as_deref(), &self.env)
+    }
+}
+
 /// Parses `NAME=VALUE`.
-pub fn env_pair(s: &str) -> Result<(String, String), String> {
+fn env_pair(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
         _ => Err(format!("{s:?} is not NAME=VALUE")),
@@ -64,12 +79,7 @@ pub fn env_pair(s: &str) -> Result<(String, String), String> {
 }
 
 /// The command a `run`/`proc spawn` asks for.
-pub fn command(
-    shell: bool,
-    words: &[String],
-    cwd: Option<&str>,
-    env: &[(String, String)],
-) -> Command {
+fn command(shell: bool, words: &[String], cwd: Option<&str>, env: &[(String, String)]) -> Command {
     let mut command = if shell {
         Command::shell(words.join(" "))
     } else {
@@ -92,7 +102,9 @@ impl RunArgs {
         } else {
             Stdio::Pipe
         };
-        let cmd = command(self.shell, &self.command, self.cwd.as_deref(), &self.env)
+        let cmd = self
+            .what
+            .to_command()
             .stdin(stdin)
             .hold_output_until_read(true);
         let loop_name = self.r#loop.name;

@@ -195,7 +195,7 @@ impl TransportInner {
                     self.tls_progress(lp);
                 }
                 Received::Eof => {
-                    self.tls_socket_eof(lp);
+                    self.tls_socket_eof(lp, &mut buffer);
                     break;
                 }
                 Received::Blocked => break,
@@ -246,15 +246,15 @@ impl TransportInner {
 
     /// The socket reached EOF: during the handshake that fails it; after, the decrypted
     /// rest is handed over, then `eof_received` (after `close_notify`) or an
-    /// `UnexpectedEof` error (without).
-    fn tls_socket_eof(self: &Rc<Self>, lp: &EventLoop) {
+    /// `UnexpectedEof` error (without). Decrypts into `buffer`, the caller's read buffer
+    /// (taking the loop's shared one again would allocate a fresh one).
+    fn tls_socket_eof(self: &Rc<Self>, lp: &EventLoop, buffer: &mut [u8]) {
         if let Some(error) = self.handshake_error("connection closed by the peer") {
             return self.handshake_failed(lp, error);
         }
-        let mut buffer = lp.core.net.take_read_buffer();
         while self.state.borrow().wants_read() {
             let plain = match self.tls.borrow_mut().as_mut() {
-                Some(session) => session.plaintext(&mut buffer),
+                Some(session) => session.plaintext(buffer),
                 None => break,
             };
             match plain {
@@ -277,7 +277,6 @@ impl TransportInner {
                 }
             }
         }
-        lp.core.net.put_read_buffer(buffer);
     }
 
     // ---- writing ------------------------------------------------------------------

@@ -2,12 +2,15 @@
 """Joins the JSON lines of benches/net.rs into the table of bench/net.sh.
 
 Usage: net_table.py FILE.jsonl...  (each line: {"server", "name", "value", "unit"};
-server is loopd, uvloop, asyncio or blocking)
+server is loopd, uvloop, asyncio, blocking or epoll)
 
-Prints: figure | loopd | uvloop | asyncio | blocking | loopd/uvloop | loopd/blocking | goal.
-The goals are issue 4's: requests/s at least 1.5x uvloop's, and one stream's MB/s at least
-80% of the blocking echo's (the ceiling). A figure measured in several rounds shows its
-median, and the rounds are listed under the table.
+Prints: figure | loopd | uvloop | asyncio | blocking | epoll | loopd/uvloop | loopd/blocking
+| loopd/epoll | epoll/uvloop | goal. The goals are issue 4's: requests/s at least 1.5x
+uvloop's, and one stream's MB/s at least 80% of the blocking echo's (the ceiling). A
+figure measured in several rounds shows its median, and the rounds are listed under the
+table. `epoll` is the bare single-threaded epoll echo: loopd/epoll is how close loopd is to
+the least any single-threaded event loop can cost here, and epoll/uvloop is the most such a
+server reached against uvloop on this machine.
 
 With several rounds, a goal is judged on the median of the per-round ratios: each round
 measures loopd and its baseline seconds apart, so a ratio within a round cancels the
@@ -21,7 +24,7 @@ import sys
 
 import figures
 
-SERVERS = ("loopd", "uvloop", "asyncio", "blocking")
+SERVERS = ("loopd", "uvloop", "asyncio", "blocking", "epoll")
 
 # name -> label
 ROWS = {
@@ -43,11 +46,14 @@ ROWS = {
 # name -> (baseline server, least loopd/baseline ratio)
 GOALS = {"rr_rps": ("uvloop", 1.5), "stream1_mbps": ("blocking", 0.8)}
 
+# Per-round ratios listed under the table besides the goals': (server, baseline, figure).
+CONTEXT = (("loopd", "epoll", "rr_rps"), ("epoll", "uvloop", "rr_rps"))
 
-def paired_ratios(runs, name, baseline):
-    """loopd/baseline for each round that measured both, in round order."""
-    loopd, base = runs.get(("loopd", name), []), runs.get((baseline, name), [])
-    return [a / b for a, b in zip(loopd, base) if b]
+
+def paired_ratios(runs, name, baseline, server="loopd"):
+    """server/baseline for each round that measured both, in round order."""
+    ours, base = runs.get((server, name), []), runs.get((baseline, name), [])
+    return [a / b for a, b in zip(ours, base) if b]
 
 
 def goal(name, runs):
@@ -84,16 +90,17 @@ def main(paths):
     for name in ("rr_rps", "stream1_mbps"):
         if ("loopd", name) not in fig:
             sys.exit(f"no loopd {name} figure")
-    header = ["figure", *SERVERS, "loopd/uvloop", "loopd/blocking", "goal"]
+    header = ["figure", *SERVERS, "loopd/uvloop", "loopd/blocking", "loopd/epoll",
+              "epoll/uvloop", "goal"]
     rows = []
     for name, label in ROWS.items():
         values = [fig.get((server, name)) for server in SERVERS]
         if all(v is None for v in values):
             continue
-        loopd, uvloop, blocking = values[0], values[1], values[3]
+        loopd, uvloop, blocking, epoll = values[0], values[1], values[3], values[4]
         rows.append(
             [label, *map(cell, values), ratio(loopd, uvloop), ratio(loopd, blocking),
-             goal(name, runs)]
+             ratio(loopd, epoll), ratio(epoll, uvloop), goal(name, runs)]
         )
     print(figures.markdown(header, rows))
     print()
@@ -102,6 +109,11 @@ def main(paths):
         if ratios:
             print(f"{name} loopd/{baseline} per round: {', '.join(f'{r:.2f}' for r in ratios)};"
                   f" median {statistics.median(ratios):.2f} (goal >= {least})")
+    for server, baseline, name in CONTEXT:
+        ratios = paired_ratios(runs, name, baseline, server)
+        if ratios:
+            print(f"{name} {server}/{baseline} per round: {', '.join(f'{r:.2f}' for r in ratios)};"
+                  f" median {statistics.median(ratios):.2f}")
     repeated = {key: values for key, values in runs.items() if len(values) > 1}
     if repeated:
         print()

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo bench --bench net -- blocking-server            # prints its port, echoes until killed
+//! cargo bench --bench net -- epoll-server               # the same, one thread on one epoll
 //! cargo bench --bench net -- rr --port 8888 --label loopd
 //! cargo bench --bench net -- stream --port 8888 --connections 4 --label loopd
 //! ```
@@ -11,6 +12,10 @@
 //! Modes:
 //! - `blocking-server`: a plain blocking echo, one thread per connection (`read` into a
 //!   256 KiB buffer, `write_all` back, TCP_NODELAY): the ceiling the event loops are held to.
+//! - `epoll-server`: a bare single-threaded epoll echo (mio, edge-triggered, one `read` and
+//!   one `write` per arrival, nothing else): the floor of what any single-threaded event
+//!   loop's echo costs on the machine, so a run shows how close loopd is to it and how far
+//!   above uvloop any such server can get here.
 //! - `rr`: `--connections` (10) connections, each sends `--size` (1024) bytes, waits for
 //!   all of them to come back, and repeats. Requests/s and p50/p99 round-trip latency.
 //!   `--threads` (1) shares the connections out among that many client threads.
@@ -94,7 +99,7 @@ fn parse_args() -> Result<Args, String> {
             _ => return Err(format!("unknown option {arg:?}")),
         }
     }
-    if args.mode != "blocking-server" && args.port == 0 {
+    if !args.mode.ends_with("-server") && args.port == 0 {
         return Err(format!("{:?} needs --port (the server's)", args.mode));
     }
     if !(args.seconds > 0.0 && args.seconds.is_finite()) {
@@ -122,6 +127,7 @@ fn run(args: &Args) -> Result<(), String> {
     let seconds = Duration::from_secs_f64(args.seconds);
     match args.mode.as_str() {
         "blocking-server" => blocking_server(args.port).map_err(|e| format!("serving: {e}")),
+        "epoll-server" => epoll_server(args.port).map_err(|e| format!("serving: {e}")),
         "rr" => {
             let connections = nonzero(args.connections, 10);
             let size = args.size.unwrap_or(1024);
@@ -172,7 +178,7 @@ fn run(args: &Args) -> Result<(), String> {
             cpu.report(&args.label, &name)
         }
         other => Err(format!(
-            "unknown mode {other:?} (known: blocking-server, rr, stream)"
+            "unknown mode {other:?} (known: blocking-server, epoll-server, rr, stream)"
         )),
     }
 }
@@ -298,6 +304,124 @@ fn echo_blocking(mut stream: TcpStream) -> io::Result<()> {
         };
         if let Err(err) = stream.write_all(&buffer[..n]) {
             return hung_up(err);
+        }
+    }
+}
+
+// ---- the bare epoll echo ---------------------------------------------------------------
+
+/// Accepts and echoes on one thread and one edge-triggered epoll (mio), with no loop,
+/// callbacks or buffers beyond one read buffer: the least a single-threaded event loop's
+/// echo can cost on this machine. A connection waits for readable edges only; a reply the
+/// socket does not take at once is kept, and the connection then waits for the writable
+/// edge instead (its reading paused) until the reply is out. Prints the bound port first.
+fn epoll_server(port: u16) -> io::Result<()> {
+    const LISTENER: Token = Token(usize::MAX);
+    struct Conn {
+        stream: mio::net::TcpStream,
+        pending: Vec<u8>,
+    }
+    let mut listener = mio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port).into())?;
+    let mut poll = Poll::new()?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "{}", listener.local_addr()?.port())?;
+    stdout.flush()?;
+    drop(stdout);
+    let mut conns: Vec<Option<Conn>> = Vec::new();
+    let mut buffer = vec![0u8; READ_BUFFER];
+    let mut events = Events::with_capacity(1024);
+    loop {
+        match poll.poll(&mut events, None) {
+            Ok(()) => {}
+            Err(err) if err.kind() == ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        }
+        for event in events.iter() {
+            if event.token() == LISTENER {
+                loop {
+                    let mut stream = match listener.accept() {
+                        Ok((stream, _)) => stream,
+                        Err(err) if err.kind() == ErrorKind::WouldBlock => break,
+                        Err(err) => return Err(err),
+                    };
+                    stream.set_nodelay(true)?;
+                    let slot = conns.iter().position(Option::is_none).unwrap_or_else(|| {
+                        conns.push(None);
+                        conns.len() - 1
+                    });
+                    poll.registry()
+                        .register(&mut stream, Token(slot), Interest::READABLE)?;
+                    conns[slot] = Some(Conn {
+                        stream,
+                        pending: Vec::new(),
+                    });
+                }
+                continue;
+            }
+            let slot = event.token().0;
+            let Some(conn) = conns.get_mut(slot).and_then(Option::as_mut) else {
+                continue;
+            };
+            let was_pending = !conn.pending.is_empty();
+            if echo_ready(&mut conn.stream, &mut conn.pending, &mut buffer).is_err() {
+                let _ = poll.registry().deregister(&mut conn.stream);
+                conns[slot] = None;
+                continue;
+            }
+            // Writable edges only while a reply waits, as an event loop's transport asks
+            // for them only while its write buffer holds bytes.
+            let pending = !conn.pending.is_empty();
+            if pending != was_pending {
+                let interest = if pending {
+                    Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
+                poll.registry()
+                    .reregister(&mut conn.stream, Token(slot), interest)?;
+            }
+        }
+    }
+}
+
+/// Sends what is pending, then reads and echoes until the socket is drained or the peer
+/// stops taking bytes; an error once the connection is over (EOF or a failure).
+fn echo_ready(
+    stream: &mut mio::net::TcpStream,
+    pending: &mut Vec<u8>,
+    buffer: &mut [u8],
+) -> Result<(), ()> {
+    loop {
+        while !pending.is_empty() {
+            match stream.write(pending) {
+                Ok(n) => drop(pending.drain(..n)),
+                Err(err) if err.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return Err(()),
+            }
+        }
+        let n = match stream.read(buffer) {
+            Ok(0) => return Err(()),
+            Ok(n) => n,
+            Err(err) if err.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(err) if err.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return Err(()),
+        };
+        let mut sent = 0;
+        while sent < n {
+            match stream.write(&buffer[sent..n]) {
+                Ok(k) => sent += k,
+                Err(err) if err.kind() == ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return Err(()),
+            }
+        }
+        pending.extend_from_slice(&buffer[sent..n]);
+        if n < buffer.len() && pending.is_empty() {
+            // A short read drained the socket: the next byte brings a new edge.
+            return Ok(());
         }
     }
 }

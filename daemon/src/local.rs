@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 
 use crate::config::Limits;
 use crate::loops::LoopCtx;
+use crate::service::paging::Page;
 use crate::status::{Error, Result};
 
 static NEXT_HANDLE_ID: AtomicU64 = AtomicU64::new(1);
@@ -557,30 +558,22 @@ impl LoopCtx {
         })
     }
 
-    /// One page of handles with ids above `after`, filtered; and whether more follow.
+    /// One page of the handles matching `states` and `kind`, and the id to resume after
+    /// when more follow.
     pub fn list_handles(
         &self,
-        after: u64,
+        page: Page,
         states: &[i32],
         kind: i32,
-        page_size: usize,
     ) -> Result<(Vec<pb::HandleInfo>, Option<u64>)> {
         let st = self.state.borrow();
-        let mut page = Vec::new();
-        let range = st.handles.range(after.saturating_add(1)..);
-        for (id, rec) in range {
+        let matching = st.handles.range(page.range()).filter(|(_, rec)| {
             let state_ok = states.is_empty() || states.contains(&(rec.state as i32));
-            let kind_ok = kind == 0 || kind == rec.kind as i32;
-            if !(state_ok && kind_ok) {
-                continue;
-            }
-            if page.len() == page_size {
-                let last = page.last().map_or(after, |h: &pb::HandleInfo| h.handle_id);
-                return Ok((page, Some(last)));
-            }
-            page.push(self.handle_info(&st, *id)?);
-        }
-        Ok((page, None))
+            state_ok && (kind == 0 || kind == rec.kind as i32)
+        });
+        let (ids, next) = page.take(matching.map(|(id, _)| (*id, *id)));
+        let handles = ids.into_iter().map(|id| self.handle_info(&st, id));
+        Ok((handles.collect::<Result<_>>()?, next))
     }
 
     fn handle_not_found(&self, id: u64) -> Error {

@@ -544,7 +544,11 @@ impl LoopCtx {
             .handles
             .get(&id)
             .ok_or_else(|| self.handle_not_found(id))?;
-        Ok(pb::HandleInfo {
+        Ok(self.handle_info_of(id, rec))
+    }
+
+    fn handle_info_of(&self, id: u64, rec: &HandleRec) -> pb::HandleInfo {
+        pb::HandleInfo {
             handle_id: id,
             r#loop: self.name.clone(),
             kind: rec.kind as i32,
@@ -555,7 +559,7 @@ impl LoopCtx {
             creator_uid: rec.creator_uid,
             request_id: rec.request_id.clone(),
             created_at: Some(rec.created_at.into()),
-        })
+        }
     }
 
     /// One page of the handles matching `states` and `kind`, and the id to resume after
@@ -571,9 +575,7 @@ impl LoopCtx {
             let state_ok = states.is_empty() || states.contains(&(rec.state as i32));
             state_ok && (kind == 0 || kind == rec.kind as i32)
         });
-        let (ids, next) = page.take(matching.map(|(id, _)| (*id, *id)));
-        let handles = ids.into_iter().map(|id| self.handle_info(&st, id));
-        Ok((handles.collect::<Result<_>>()?, next))
+        Ok(page.take(matching.map(|(id, rec)| (*id, self.handle_info_of(*id, rec)))))
     }
 
     fn handle_not_found(&self, id: u64) -> Error {

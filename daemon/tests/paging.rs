@@ -285,3 +285,38 @@ async fn a_handle_token_belongs_to_its_kind_filter() {
     let other = list_timers(&channel, pb::HandleKind::Soon, token).await;
     assert_bad_token(other, "another kind's token");
 }
+
+#[tokio::test]
+async fn a_page_of_big_items_ends_before_the_message_limit() {
+    const LIMIT: usize = 4096;
+    let daemon = Daemon::start_with(&format!("[limits]\nmax_message_bytes = {LIMIT}\n"));
+    let channel = daemon.channel().await;
+    let client = Client::from_channel(channel.clone());
+    let long = "x".repeat(LIMIT / 4);
+    let mut created = Vec::new();
+    for _ in 0..ITEMS {
+        let p = client.spawn("", &Command::from_argv(["true", &long])).await;
+        created.push(p.expect("spawn").process_id.0);
+    }
+    let (mut ids, mut token, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        pages += 1;
+        assert!(pages <= ITEMS, "pagination does not end");
+        // page_size 0 would be 1000 processes: the byte budget ends the page first.
+        let (got, next) = list_processes(&channel, "", 0, token)
+            .await
+            .expect("a page");
+        assert!(!got.is_empty(), "every page holds at least one process");
+        ids.extend(got);
+        if next.is_empty() {
+            break;
+        }
+        token = next;
+    }
+    assert!(
+        pages > 1,
+        "{ITEMS} processes of {} bytes fit no page",
+        LIMIT / 4
+    );
+    assert_every_id_once(&ids, &created);
+}

@@ -539,16 +539,12 @@ impl LoopCtx {
     /// ListServers: one page of servers, and the id to resume after when more follow.
     pub fn net_list_servers(&self, page: Page) -> (Vec<pb::ServerInfo>, Option<u64>) {
         self.net.prune(&self.limits());
-        let (recs, next) = {
+        let recs: Vec<_> = {
             let servers = self.net.servers.borrow();
-            page.take(
-                servers
-                    .range(page.range())
-                    .map(|(id, rec)| (*id, rec.clone())),
-            )
+            let range = servers.range(page.range()).take(page.fetch());
+            range.map(|(id, rec)| (*id, rec.clone())).collect()
         };
-        let infos = recs.iter().map(|rec| server_info(self, rec)).collect();
-        (infos, next)
+        page.take(recs.iter().map(|(id, rec)| (*id, server_info(self, rec))))
     }
 
     /// CloseServer: stops listening; connections stay open (asyncio's Server.close).
@@ -646,16 +642,19 @@ impl LoopCtx {
         include_closed: bool,
     ) -> (Vec<pb::TransportInfo>, Option<u64>) {
         self.net.prune(&self.limits());
-        let (recs, next) = {
+        let recs: Vec<_> = {
             let transports = self.net.transports.borrow();
             let matching = transports
                 .range(page.range())
                 .filter(|(_, rec)| server_id == 0 || rec.server_id == server_id)
                 .filter(|(_, rec)| include_closed || rec.state.get() != TransportStateKind::Closed);
-            page.take(matching.map(|(id, rec)| (*id, rec.clone())))
+            let matching = matching.take(page.fetch());
+            matching.map(|(id, rec)| (*id, rec.clone())).collect()
         };
-        let infos = recs.iter().map(|rec| transport_info(self, rec)).collect();
-        (infos, next)
+        page.take(
+            recs.iter()
+                .map(|(id, rec)| (*id, transport_info(self, rec))),
+        )
     }
 
     /// The engine transport of an open record; FAILED_PRECONDITION once closed.

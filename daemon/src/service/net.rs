@@ -14,7 +14,6 @@ use loopd_proto::NetService;
 use loopd_proto::pb;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::paging::Page;
 use super::{Api, caller_uid, non_negative};
 use crate::bytestream::{ChunkStream, serve_read_rpc};
 use crate::config::Limits;
@@ -444,7 +443,7 @@ impl NetService for Api {
         request: Request<pb::ListServersRequest>,
     ) -> Result<Response<pb::ListServersResponse>, Status> {
         let req = request.into_inner();
-        let page = Page::new(("ListServers", &req.r#loop), req.page_size, &req.page_token)?;
+        let page = self.page(("ListServers", &req.r#loop), req.page_size, &req.page_token)?;
         let (servers, next) = self
             .on_loop(&req.r#loop, move |ctx| Ok(ctx.net_list_servers(page)))
             .await?;
@@ -536,7 +535,7 @@ impl NetService for Api {
         let req = request.into_inner();
         let (server_id, closed) = (req.server_id, req.include_closed);
         let query = ("ListTransports", &req.r#loop, server_id, closed);
-        let page = Page::new(query, req.page_size, &req.page_token)?;
+        let page = self.page(query, req.page_size, &req.page_token)?;
         let (transports, next) = self
             .on_loop(&req.r#loop, move |ctx| {
                 Ok(ctx.net_list_transports(page, server_id, closed))

@@ -11,8 +11,14 @@
 //!   the page size): a token from another query, or one that does not parse, is
 //!   INVALID_ARGUMENT naming `page_token`.
 //! - The last page has an empty token: a token is only given when another item follows.
+//! - A page also ends early rather than pass its byte budget ([`Page::within`], 7/8 of
+//!   the daemon's message limit), so a list of big items (long argvs, big payloads) never
+//!   makes one response too large to send. Only a page of one item may pass it: that
+//!   item alone is over the limit, and the response fails RESOURCE_EXHAUSTED.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+
+use prost::Message;
 
 use crate::status::{Error, Result};
 
@@ -28,6 +34,8 @@ pub struct Page {
     pub after: u64,
     /// Most items to return (1 to [`MAX_PAGE`]).
     pub size: usize,
+    /// Most encoded bytes of items in one page (but for a page of one item).
+    pub max_bytes: usize,
     /// The hash of the query the tokens belong to.
     query: u64,
 }
@@ -43,23 +51,43 @@ impl Page {
         Ok(Page {
             after: parse_page_token(page_token, query)?,
             size: page_size_of(page_size),
+            max_bytes: usize::MAX,
             query,
         })
     }
 
+    /// The same page, ending early before its items' encoded size passes 7/8 of
+    /// `max_message_bytes` (the rest is room for the token and the other fields).
+    pub fn within(self, max_message_bytes: usize) -> Page {
+        Page {
+            max_bytes: max_message_bytes - max_message_bytes / 8,
+            ..self
+        }
+    }
+
     /// One page of `items` (ids ascending) with ids above [`Page::after`], and the id
-    /// to resume after when more follow.
-    pub fn take<T>(&self, items: impl IntoIterator<Item = (u64, T)>) -> (Vec<T>, Option<u64>) {
-        let mut page = Vec::new();
-        let mut last = self.after;
+    /// to resume after when more follow. Items are converted lazily: pass an iterator
+    /// that builds them, and only a page's worth (and one more) is built.
+    pub fn take<T: Message>(
+        &self,
+        items: impl IntoIterator<Item = (u64, T)>,
+    ) -> (Vec<T>, Option<u64>) {
+        let (mut page, mut bytes, mut last) = (Vec::new(), 0usize, self.after);
         for (id, item) in items.into_iter().filter(|(id, _)| *id > self.after) {
-            if page.len() == self.size {
+            let len = encoded_field_len(&item);
+            if page.len() == self.size || (!page.is_empty() && bytes + len > self.max_bytes) {
                 return (page, Some(last));
             }
             page.push(item);
+            bytes += len;
             last = id;
         }
         (page, None)
+    }
+
+    /// How many items a page may hold: its size, plus one to see whether more follow.
+    pub fn fetch(&self) -> usize {
+        self.size.saturating_add(1)
     }
 
     /// The response's `next_page_token`: empty when `next` is None (the last page).
@@ -72,6 +100,21 @@ impl Page {
     pub fn range(&self) -> std::ops::RangeFrom<u64> {
         self.after.saturating_add(1)..
     }
+}
+
+impl super::Api {
+    /// The page a list request asks for, within the daemon's message limit. Fails as
+    /// [`Page::new`].
+    pub(super) fn page(&self, query: impl Hash, page_size: u32, page_token: &str) -> Result<Page> {
+        let page = Page::new(query, page_size, page_token)?;
+        Ok(page.within(self.limits().max_message_bytes))
+    }
+}
+
+/// The bytes `item` takes as one element of a repeated message field.
+fn encoded_field_len(item: &impl Message) -> usize {
+    let len = item.encoded_len();
+    1 + prost::length_delimiter_len(len) + len
 }
 
 /// A request's page size: 0 means [`DEFAULT_PAGE`], and no page exceeds [`MAX_PAGE`].
@@ -172,8 +215,36 @@ mod tests {
     #[test]
     fn an_empty_list_is_one_empty_last_page() {
         let page = Page::new("q", 3, "").unwrap();
-        let (got, next) = page.take(std::iter::empty::<(u64, ())>());
+        let (got, next) = page.take(std::iter::empty::<(u64, u64)>());
         assert!(got.is_empty());
         assert_eq!(next, None);
+    }
+
+    #[test]
+    fn a_page_ends_before_it_passes_its_byte_budget() {
+        // Each item is a 100-byte StringValue: 104 bytes as a repeated field.
+        let item = "x".repeat(100);
+        assert_eq!(encoded_field_len(&item), 104);
+        // (message limit, the pages' sizes)
+        let cases: [(usize, &[usize]); 4] = [
+            (4 << 20, &[7]),
+            (360, &[3, 3, 1]), // budget 315: 3 items (312 bytes) fit, 4 do not
+            (200, &[1, 1, 1, 1, 1, 1, 1]),
+            (16, &[1, 1, 1, 1, 1, 1, 1]), // one item over the budget still goes alone
+        ];
+        for (limit, sizes) in cases {
+            let mut page = Page::new("q", 0, "").unwrap().within(limit);
+            let mut got_sizes = Vec::new();
+            loop {
+                let items = (1..=7u64).map(|id| (id, item.clone()));
+                let (got, next) = page.take(items);
+                got_sizes.push(got.len());
+                match next {
+                    Some(last) => page.after = last,
+                    None => break,
+                }
+            }
+            assert_eq!(got_sizes, sizes, "limit {limit}");
+        }
     }
 }

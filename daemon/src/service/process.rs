@@ -7,7 +7,6 @@ use loopd_proto::pb;
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::paging::Page;
 use super::{Api, caller_uid, grpc_timeout, non_negative};
 use crate::bytestream::{ChunkStream, serve_read_rpc};
 use crate::process::{self, Spec, fifo, signals};
@@ -202,7 +201,7 @@ impl ProcessService for Api {
     ) -> Result<Response<pb::ListProcessesResponse>, Status> {
         let req = request.into_inner();
         let query = ("ListProcesses", &req.r#loop);
-        let page = Page::new(query, req.page_size, &req.page_token)?;
+        let page = self.page(query, req.page_size, &req.page_token)?;
         let shared = self.daemon.registry.get(&req.r#loop)?;
         let (processes, next) = shared.call(move |ctx| Ok(process::list(ctx, page))).await?;
         Ok(Response::new(pb::ListProcessesResponse {

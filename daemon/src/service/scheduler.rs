@@ -8,7 +8,6 @@ use loopd_proto::pb;
 use pb::schedule_entry::When as W;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::paging::Page;
 use super::{Api, caller_uid, entries};
 use crate::status::{Error, Result};
 
@@ -209,7 +208,7 @@ impl SchedulerService for Api {
     ) -> Result<Response<pb::ListHandlesResponse>, Status> {
         let req = request.into_inner();
         let query = ("ListHandles", &req.r#loop, &req.states, req.kind);
-        let page = Page::new(query, req.page_size, &req.page_token)?;
+        let page = self.page(query, req.page_size, &req.page_token)?;
         let shared = self.daemon.registry.get(&req.r#loop)?;
         let (states, kind) = (req.states, req.kind);
         let (handles, next) = shared

@@ -262,6 +262,8 @@ fn every_service_and_rpc_is_present() {
                 "ReverseResolve",
                 "Sendfile",
                 "StartTls",
+                "GetDatagramEndpoint",
+                "ListDatagramEndpoints",
             ],
         ),
         (

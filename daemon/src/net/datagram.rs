@@ -3,7 +3,11 @@
 //!
 //! # Invariants
 //! - An endpoint counts against its creator's transport quota until `connection_lost`.
-//! - Closed endpoints stay visible (closed) until the loop's retention prunes them.
+//! - Closed endpoints stay visible (state CLOSED) until the loop's retention prunes them,
+//!   as lost transports do: GetDatagramEndpoint and ListDatagramEndpoints (with
+//!   `include_closed`) still show them, with their last counters and error.
+//! - Counters count what the endpoint was handed (SendDatagram) and what it received;
+//!   `last_error` is the latest `error_received` or `connection_lost` error.
 //! - A Unix endpoint's socket file, bound by the daemon at `local_path`, is removed when
 //!   the endpoint closes (or its loop does), unless another file took the path since.
 
@@ -13,7 +17,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use loopd::{Address, DatagramAddr, DatagramOptions, DatagramProtocol, DatagramTransport};
 use loopd_proto::pb;
@@ -22,6 +26,7 @@ use tokio::sync::oneshot;
 
 use super::{Gone, address};
 use crate::loops::LoopCtx;
+use crate::service::paging::Page;
 use crate::status::{Error, Result};
 
 static NEXT_ENDPOINT_ID: AtomicU64 = AtomicU64::new(1);
@@ -30,11 +35,47 @@ static NEXT_ENDPOINT_ID: AtomicU64 = AtomicU64::new(1);
 pub struct EndpointRec {
     id: u64,
     creator_uid: u32,
+    created_at: SystemTime,
     max_event_data: usize,
     transport: RefCell<Option<DatagramTransport>>,
     closed: Cell<bool>,
     received: Cell<u64>,
     sent: Cell<u64>,
+    bytes_received: Cell<u64>,
+    bytes_sent: Cell<u64>,
+    last_error: RefCell<String>,
+}
+
+impl EndpointRec {
+    fn new(id: u64, creator_uid: u32, max_event_data: usize) -> Rc<EndpointRec> {
+        Rc::new(EndpointRec {
+            id,
+            creator_uid,
+            created_at: SystemTime::now(),
+            max_event_data,
+            transport: RefCell::new(None),
+            closed: Cell::new(false),
+            received: Cell::new(0),
+            sent: Cell::new(0),
+            bytes_received: Cell::new(0),
+            bytes_sent: Cell::new(0),
+            last_error: RefCell::new(String::new()),
+        })
+    }
+
+    /// OPEN, CLOSING (closed with datagrams still buffered) or CLOSED (socket closed).
+    fn state(&self) -> pb::TransportState {
+        let closing = self
+            .transport
+            .borrow()
+            .as_ref()
+            .is_some_and(DatagramTransport::is_closing);
+        match (self.closed.get(), closing) {
+            (true, _) => pb::TransportState::Closed,
+            (false, true) => pb::TransportState::Closing,
+            (false, false) => pb::TransportState::Open,
+        }
+    }
 }
 
 struct EndpointProtocol {
@@ -90,6 +131,10 @@ impl DatagramProtocol for EndpointProtocol {
 
     fn datagram_received(&mut self, data: &[u8], addr: Address) {
         self.rec.received.set(self.rec.received.get() + 1);
+        let size = data.len() as u64;
+        self.rec
+            .bytes_received
+            .set(self.rec.bytes_received.get() + size);
         let Some(ctx) = self.ctx.upgrade() else {
             return;
         };
@@ -104,6 +149,7 @@ impl DatagramProtocol for EndpointProtocol {
     }
 
     fn error_received(&mut self, error: io::Error) {
+        *self.rec.last_error.borrow_mut() = error.to_string();
         if let Some(ctx) = self.ctx.upgrade() {
             ctx.emit(EventKind::ErrorReceived(pb::ErrorReceived {
                 endpoint_id: self.rec.id,
@@ -112,7 +158,10 @@ impl DatagramProtocol for EndpointProtocol {
         }
     }
 
-    fn connection_lost(&mut self, _error: Option<io::Error>) {
+    fn connection_lost(&mut self, error: Option<io::Error>) {
+        if let Some(error) = error {
+            *self.rec.last_error.borrow_mut() = error.to_string();
+        }
         if let Some(file) = self.socket_file.take() {
             file.remove();
         }
@@ -146,6 +195,14 @@ fn info(ctx: &LoopCtx, rec: &EndpointRec) -> pb::DatagramEndpointInfo {
         datagrams_received: rec.received.get(),
         datagrams_sent: rec.sent.get(),
         creator_uid: rec.creator_uid,
+        state: rec.state() as i32,
+        bytes_received: rec.bytes_received.get(),
+        bytes_sent: rec.bytes_sent.get(),
+        last_error: rec.last_error.borrow().clone(),
+        write_buffer_size: transport
+            .as_ref()
+            .map_or(0, |t| t.get_write_buffer_size() as u64),
+        created_at: Some(rec.created_at.into()),
     }
 }
 
@@ -177,15 +234,9 @@ impl LoopCtx {
             let _ = answer.send(Err(err));
             return;
         }
-        let rec = Rc::new(EndpointRec {
-            id: NEXT_ENDPOINT_ID.fetch_add(1, Ordering::Relaxed),
-            creator_uid: uid,
-            max_event_data: limits.max_event_data_bytes,
-            transport: RefCell::new(None),
-            closed: Cell::new(false),
-            received: Cell::new(0),
-            sent: Cell::new(0),
-        });
+        self.net.prune(&limits);
+        let id = NEXT_ENDPOINT_ID.fetch_add(1, Ordering::Relaxed);
+        let rec = EndpointRec::new(id, uid, limits.max_event_data_bytes);
         let mut protocol = EndpointProtocol {
             rec: rec.clone(),
             ctx: Rc::downgrade(self),
@@ -227,6 +278,7 @@ impl LoopCtx {
             Some(t) if !rec.closed.get() => {
                 t.sendto(data, to)?;
                 rec.sent.set(rec.sent.get() + 1);
+                rec.bytes_sent.set(rec.bytes_sent.get() + data.len() as u64);
                 Ok(())
             }
             _ => Err(Error::EndpointClosed(id)),
@@ -240,5 +292,31 @@ impl LoopCtx {
             transport.close();
         }
         Ok(info(self, &rec))
+    }
+    /// GetDatagramEndpoint: open, closing, or closed and still retained.
+    pub fn net_get_endpoint(&self, id: u64) -> Result<pb::DatagramEndpointInfo> {
+        self.net.prune(&self.limits());
+        let rec = self.endpoint(id)?;
+        Ok(info(self, &rec))
+    }
+
+    /// ListDatagramEndpoints: one page of the loop's endpoints, by ascending id, open
+    /// and closing ones unless `include_closed`; and the id to resume after when more
+    /// follow.
+    pub fn net_list_endpoints(
+        &self,
+        page: Page,
+        include_closed: bool,
+    ) -> (Vec<pb::DatagramEndpointInfo>, Option<u64>) {
+        self.net.prune(&self.limits());
+        let recs: Vec<_> = {
+            let endpoints = self.net.endpoints.borrow();
+            let matching = endpoints
+                .range(page.range())
+                .filter(|(_, rec)| include_closed || !rec.closed.get())
+                .take(page.fetch());
+            matching.map(|(id, rec)| (*id, rec.clone())).collect()
+        };
+        page.take(recs.iter().map(|(id, rec)| (*id, info(self, rec))))
     }
 }

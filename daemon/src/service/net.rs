@@ -734,6 +734,39 @@ impl NetService for Api {
         }))
     }
 
+    async fn get_datagram_endpoint(
+        &self,
+        request: Request<pb::GetDatagramEndpointRequest>,
+    ) -> Result<Response<pb::GetDatagramEndpointResponse>, Status> {
+        let req = request.into_inner();
+        let id = req.endpoint_id;
+        let endpoint = self
+            .on_loop(&req.r#loop, move |ctx| ctx.net_get_endpoint(id))
+            .await?;
+        Ok(Response::new(pb::GetDatagramEndpointResponse {
+            endpoint: Some(endpoint),
+        }))
+    }
+
+    async fn list_datagram_endpoints(
+        &self,
+        request: Request<pb::ListDatagramEndpointsRequest>,
+    ) -> Result<Response<pb::ListDatagramEndpointsResponse>, Status> {
+        let req = request.into_inner();
+        let closed = req.include_closed;
+        let query = ("ListDatagramEndpoints", &req.r#loop, closed);
+        let page = self.page(query, req.page_size, &req.page_token)?;
+        let (endpoints, next) = self
+            .on_loop(&req.r#loop, move |ctx| {
+                Ok(ctx.net_list_endpoints(page, closed))
+            })
+            .await?;
+        Ok(Response::new(pb::ListDatagramEndpointsResponse {
+            endpoints,
+            next_page_token: page.next_token(next),
+        }))
+    }
+
     async fn resolve(
         &self,
         request: Request<pb::ResolveRequest>,

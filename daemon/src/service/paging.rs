@@ -1,4 +1,5 @@
-//! Pagination of the list RPCs (ListHandles, ListServers, ListTransports, ListProcesses).
+//! Pagination of the list RPCs (ListHandles, ListServers, ListTransports, ListProcesses,
+//! ListDatagramEndpoints).
 //!
 //! A request's `page_size` and `page_token` become a [`Page`]; the loop thread takes the
 //! items above [`Page::after`] with [`Page::take`], and the service answers with

@@ -380,13 +380,20 @@ pub struct TransportInfo {
     pub tls_cipher: Option<String>,
 }
 
-impl TransportInfo {
-    fn from_wire(t: pb::TransportInfo) -> TransportInfo {
-        let state = match pb::TransportState::try_from(t.state) {
+impl TransportState {
+    /// The state on the wire; an unknown or unset value reads as open.
+    fn from_wire(state: i32) -> TransportState {
+        match pb::TransportState::try_from(state) {
             Ok(pb::TransportState::Closing) => TransportState::Closing,
             Ok(pb::TransportState::Closed) => TransportState::Closed,
             _ => TransportState::Open,
-        };
+        }
+    }
+}
+
+impl TransportInfo {
+    fn from_wire(t: pb::TransportInfo) -> TransportInfo {
+        let state = TransportState::from_wire(t.state);
         TransportInfo {
             transport_id: TransportId(t.transport_id),
             loop_name: t.r#loop,
@@ -418,27 +425,51 @@ impl TransportInfo {
 pub struct EndpointInfo {
     /// Its id.
     pub endpoint_id: EndpointId,
-    /// The local address.
+    /// Its loop.
+    pub loop_name: String,
+    /// The local address (an empty Unix path for an unnamed socket).
     pub sockname: Option<NetAddress>,
     /// The connected remote, if any.
     pub peername: Option<NetAddress>,
-    /// Closed.
+    /// The socket is closed (`state` is [`TransportState::Closed`]).
     pub closed: bool,
+    /// Open; closing (closed with datagrams still buffered); or closed.
+    pub state: TransportState,
     /// Datagrams received.
     pub datagrams_received: u64,
-    /// Datagrams sent.
+    /// Datagrams sent (handed to the endpoint).
     pub datagrams_sent: u64,
+    /// Bytes received, in all datagrams.
+    pub bytes_received: u64,
+    /// Bytes sent (handed to the endpoint), in all datagrams.
+    pub bytes_sent: u64,
+    /// The last send or receive error (the endpoint stays open), or why it was lost.
+    pub last_error: Option<String>,
+    /// Bytes in the write buffer, plus 8 per datagram (asyncio's count).
+    pub write_buffer_size: u64,
+    /// The caller that created it.
+    pub creator_uid: u32,
+    /// When it was created.
+    pub created_at: Option<SystemTime>,
 }
 
 impl EndpointInfo {
     fn from_wire(e: pb::DatagramEndpointInfo) -> EndpointInfo {
         EndpointInfo {
             endpoint_id: EndpointId(e.endpoint_id),
+            loop_name: e.r#loop,
             sockname: addr(e.sockname),
             peername: addr(e.peername),
             closed: e.closed,
+            state: TransportState::from_wire(e.state),
             datagrams_received: e.datagrams_received,
             datagrams_sent: e.datagrams_sent,
+            bytes_received: e.bytes_received,
+            bytes_sent: e.bytes_sent,
+            last_error: Some(e.last_error).filter(|err| !err.is_empty()),
+            write_buffer_size: e.write_buffer_size,
+            creator_uid: e.creator_uid,
+            created_at: system_time(e.created_at),
         }
     }
 }
@@ -1097,6 +1128,71 @@ impl Client {
             .await?
             .into_inner();
         Ok(EndpointInfo::from_wire(required(e.endpoint, "endpoint")?))
+    }
+
+    /// Describes a datagram endpoint, open or closed (a closed one is kept for the
+    /// daemon's retention time). Fails with NOT_FOUND for an unknown loop or endpoint.
+    pub async fn get_datagram_endpoint(
+        &self,
+        loop_name: &str,
+        id: EndpointId,
+    ) -> Result<EndpointInfo> {
+        let request = pb::GetDatagramEndpointRequest {
+            r#loop: loop_name.to_owned(),
+            endpoint_id: id.0,
+        };
+        let e = self
+            .net
+            .clone()
+            .get_datagram_endpoint(request)
+            .await?
+            .into_inner();
+        Ok(EndpointInfo::from_wire(required(e.endpoint, "endpoint")?))
+    }
+
+    /// Lists datagram endpoints (open ones; closed ones the daemon remembers too with
+    /// `include_closed`) by ascending id, following every page. Fails with NOT_FOUND for
+    /// an unknown loop.
+    pub async fn list_datagram_endpoints(
+        &self,
+        loop_name: &str,
+        include_closed: bool,
+    ) -> Result<Vec<EndpointInfo>> {
+        all_pages(0, move |page| {
+            self.list_datagram_endpoints_page(loop_name, include_closed, page)
+        })
+        .await
+    }
+
+    /// Lists one page of datagram endpoints by ascending id. Fails with NOT_FOUND for an
+    /// unknown loop, INVALID_ARGUMENT for a token from another query (another loop or
+    /// `include_closed`).
+    pub async fn list_datagram_endpoints_page(
+        &self,
+        loop_name: &str,
+        include_closed: bool,
+        page: PageRequest,
+    ) -> Result<Page<EndpointInfo>> {
+        let request = pb::ListDatagramEndpointsRequest {
+            r#loop: loop_name.to_owned(),
+            include_closed,
+            page_size: page.page_size,
+            page_token: page.token(),
+        };
+        let r = self
+            .net
+            .clone()
+            .list_datagram_endpoints(request)
+            .await?
+            .into_inner();
+        Ok(Page {
+            items: r
+                .endpoints
+                .into_iter()
+                .map(EndpointInfo::from_wire)
+                .collect(),
+            next_page_token: next_token(r.next_page_token),
+        })
     }
 
     /// Resolves a host (asyncio's `getaddrinfo`).

@@ -1,4 +1,5 @@
-//! Pages of the list RPCs (ListServers, ListTransports, ListProcesses), and following them.
+//! Pages of the list RPCs (ListServers, ListTransports, ListProcesses, ListDatagramEndpoints),
+//! and following them.
 //!
 //! The daemon answers a list a page at a time, by ascending id, with a token naming
 //! where the next page starts. `Client::list_*_page` get one page; the plain

@@ -412,3 +412,61 @@ async fn connecting_to_nothing_is_a_connect_error() {
         .unwrap_err();
     assert!(matches!(err, Error::UnsupportedTarget { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn datagram_endpoints_are_listed_and_described() {
+    let daemon = Daemon::start();
+    let client = daemon.client().await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let e = client
+            .create_datagram_endpoint("", Some(("127.0.0.1", 0)), None)
+            .await
+            .unwrap();
+        ids.push(e.endpoint_id);
+    }
+    let listed = client.list_datagram_endpoints("", false).await.unwrap();
+    let listed_ids: Vec<_> = listed.iter().map(|e| e.endpoint_id).collect();
+    assert_eq!(listed_ids, ids);
+    let first = client
+        .list_datagram_endpoints_page("", false, loopd_client::PageRequest::first(3))
+        .await
+        .unwrap();
+    assert_eq!(first.items.len(), 3);
+    assert!(first.next_page_token.is_some(), "a fourth follows");
+
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = peer.local_addr().unwrap();
+    let to_host = to.ip().to_string();
+    client
+        .send_datagram("", ids[0], b"12345".to_vec(), Some((&to_host, to.port())))
+        .await
+        .unwrap();
+    let shown = client.get_datagram_endpoint("", ids[0]).await.unwrap();
+    assert_eq!((shown.datagrams_sent, shown.bytes_sent), (1, 5));
+    assert_eq!(shown.state, loopd_client::TransportState::Open);
+    assert_eq!(shown.sockname, listed[0].sockname);
+
+    client.close_datagram_endpoint("", ids[1]).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !client
+        .get_datagram_endpoint("", ids[1])
+        .await
+        .unwrap()
+        .closed
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never closed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let open = client.list_datagram_endpoints("", false).await.unwrap();
+    assert!(open.iter().all(|e| e.endpoint_id != ids[1]), "{open:?}");
+    let all = client.list_datagram_endpoints("", true).await.unwrap();
+    assert_eq!(all.len(), 4);
+
+    let err = client
+        .get_datagram_endpoint("", loopd_client::EndpointId(727_272))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::NotFound), "{err}");
+    assert!(err.to_string().contains("727272"), "{err}");
+}

@@ -257,6 +257,85 @@ fn udp_on_unix_datagram_sockets() {
 }
 
 #[test]
+fn udp_ls_and_show() {
+    let daemon = Daemon::start();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let bound = json_lines(&ok(daemon.loopctl(&[
+            "--json",
+            "udp",
+            "bind",
+            "--host",
+            "127.0.0.1",
+        ])));
+        ids.push(bound[0]["endpoint_id"].as_u64().expect("endpoint_id"));
+    }
+    let peer = UdpSocket::bind("127.0.0.1:0").expect("peer");
+    let peer_addr = peer.local_addr().expect("peer addr").to_string();
+    let first = ids[0].to_string();
+    ok(daemon.loopctl(&["udp", "send", &first, "hello", "--to", &peer_addr]));
+
+    for size in ["1", "3", "0"] {
+        let listed = json_lines(&ok(daemon.loopctl(&[
+            "--json",
+            "udp",
+            "ls",
+            "--page-size",
+            size,
+        ])));
+        let got: Vec<_> = listed.iter().map(|e| e["endpoint_id"].as_u64()).collect();
+        let want: Vec<_> = ids.iter().map(|id| Some(*id)).collect();
+        assert_eq!(got, want, "--page-size {size}");
+    }
+    let table = ok(daemon.loopctl(&["udp", "ls"]));
+    assert!(table.starts_with("ID"), "{table}");
+    assert_eq!(table.lines().count(), 5, "{table}");
+    assert!(
+        table.contains("open") && table.contains("127.0.0.1:"),
+        "{table}"
+    );
+
+    let shown = json_lines(&ok(daemon.loopctl(&["--json", "udp", "show", &first])));
+    assert_eq!(shown[0]["endpoint_id"].as_u64(), Some(ids[0]));
+    assert_eq!(shown[0]["state"], "open");
+    assert_eq!(shown[0]["datagrams_sent"], 1);
+    assert_eq!(shown[0]["bytes_sent"], 5);
+    let text = ok(daemon.loopctl(&["udp", "show", &first]));
+    let lines: Vec<_> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "a header and one row: {text}");
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("BYTES OUT"),
+        "{text}"
+    );
+    let cells: Vec<_> = lines[1].split_whitespace().collect();
+    assert_eq!(cells[0], first, "{text}");
+    assert_eq!(cells[1], "open", "{text}");
+    assert_eq!(cells[3], "-", "not connected: {text}");
+
+    let second = ids[1].to_string();
+    ok(daemon.loopctl(&["udp", "close", &second]));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let shown = json_lines(&ok(daemon.loopctl(&["--json", "udp", "show", &second])));
+        if shown[0]["state"] == "closed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never closed: {shown:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let open = json_lines(&ok(daemon.loopctl(&["--json", "udp", "ls"])));
+    assert_eq!(open.len(), 3, "{open:?}");
+    let all = json_lines(&ok(daemon.loopctl(&["--json", "udp", "ls", "--all"])));
+    assert_eq!(all.len(), 4, "{all:?}");
+
+    fails_naming(
+        daemon.loopctl(&["udp", "show", "989898"]),
+        "NOT_FOUND",
+        "989898",
+    );
+}
+
+#[test]
 fn dns_resolve_and_reverse() {
     let daemon = Daemon::start();
     let text = ok(daemon.loopctl(&["dns", "resolve", "localhost", "--port", "80"]));

@@ -4,12 +4,15 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use loopd_client::{EndpointId, EndpointInfo, EventBody, NetEvent, SubscribeOptions};
-use serde_json::json;
+use loopd_client::{
+    EndpointId, EndpointInfo, EventBody, NetAddress, NetEvent, SubscribeOptions, all_pages,
+};
+use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 
+use super::output::{self, Table};
 use super::server::absolute;
-use super::{Ctx, LoopArg, output};
+use super::{Ctx, LoopArg};
 
 /// Bind, send to and receive from UDP endpoints.
 #[derive(Debug, Subcommand)]
@@ -19,7 +22,9 @@ Examples:
   loopctl udp bind --unix /tmp/dgram.sock
   loopctl udp send 4 hello --to 127.0.0.1:9999
   loopctl udp send 5 hello --to-unix /tmp/peer.sock
-  loopctl udp recv 4 --count 1")]
+  loopctl udp recv 4 --count 1
+  loopctl udp ls
+  loopctl udp show 4")]
 pub enum UdpCommand {
     /// Create an endpoint; prints its id and local address.
     #[command(
@@ -39,6 +44,24 @@ pub enum UdpCommand {
     /// Close an endpoint.
     #[command(after_help = "Examples:\n  loopctl udp close 4")]
     Close(IdArgs),
+    /// List endpoints (open ones, unless --all) with their addresses and counters.
+    #[command(after_help = "Examples:\n  loopctl udp ls\n  loopctl udp ls --all --page-size 100")]
+    Ls(LsArgs),
+    /// Describe one endpoint (also a closed one the daemon still remembers).
+    #[command(after_help = "Examples:\n  loopctl udp show 4\n  loopctl --json udp show 4")]
+    Show(IdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Also list closed endpoints the daemon remembers.
+    #[arg(long)]
+    all: bool,
+    /// Items per request to the daemon; every page is shown. 0: the daemon's default.
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    page_size: u32,
+    #[command(flatten)]
+    r#loop: LoopArg,
 }
 
 #[derive(Debug, Args)]
@@ -108,21 +131,69 @@ fn host_port(s: &str) -> Result<(String, u16), String> {
     Ok((host.to_owned(), port))
 }
 
+/// `udp bind` and `udp close`: one line for people, the whole endpoint with `--json`.
 fn print(ctx: &mut Ctx<'_>, e: &EndpointInfo) -> Result<()> {
-    let local = e.sockname.as_ref().map(ToString::to_string);
     if ctx.out.json {
-        ctx.out.json_line(&json!({
-            "endpoint_id": e.endpoint_id.0,
-            "sockname": local,
-            "peername": e.peername.as_ref().map(ToString::to_string),
-            "closed": e.closed,
-        }))?;
+        ctx.out.json_line(&to_json(e))?;
     } else {
-        let local = local.unwrap_or_else(|| "-".into());
+        let local = shown(&e.sockname);
         ctx.out
             .line(&format!("endpoint {} on {local}", e.endpoint_id))?;
     }
     Ok(())
+}
+
+/// An address for people: `-` when there is none.
+fn shown(a: &Option<NetAddress>) -> String {
+    a.as_ref().map_or_else(|| "-".into(), ToString::to_string)
+}
+
+fn table(endpoints: &[EndpointInfo]) -> Table {
+    let mut table = Table::new(&[
+        "ID",
+        "STATE",
+        "LOCAL",
+        "PEER",
+        "DGRAMS IN",
+        "BYTES IN",
+        "DGRAMS OUT",
+        "BYTES OUT",
+        "ERROR",
+    ]);
+    for e in endpoints {
+        table.row(vec![
+            e.endpoint_id.to_string(),
+            e.state.to_string(),
+            shown(&e.sockname),
+            shown(&e.peername),
+            e.datagrams_received.to_string(),
+            e.bytes_received.to_string(),
+            e.datagrams_sent.to_string(),
+            e.bytes_sent.to_string(),
+            e.last_error.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    table
+}
+
+fn to_json(e: &EndpointInfo) -> Value {
+    let addr = |a: &Option<NetAddress>| a.as_ref().map(ToString::to_string);
+    json!({
+        "endpoint_id": e.endpoint_id.0,
+        "loop": e.loop_name,
+        "state": e.state.to_string(),
+        "sockname": addr(&e.sockname),
+        "peername": addr(&e.peername),
+        "closed": e.closed,
+        "datagrams_received": e.datagrams_received,
+        "bytes_received": e.bytes_received,
+        "datagrams_sent": e.datagrams_sent,
+        "bytes_sent": e.bytes_sent,
+        "write_buffer_size": e.write_buffer_size,
+        "last_error": e.last_error,
+        "creator_uid": e.creator_uid,
+        "created_at": output::time_json(e.created_at),
+    })
 }
 
 impl UdpCommand {
@@ -166,6 +237,21 @@ impl UdpCommand {
             UdpCommand::Close(a) => {
                 let e = client.close_datagram_endpoint(&a.r#loop.name, a.id).await?;
                 print(ctx, &e)
+            }
+            UdpCommand::Ls(a) => {
+                let (client, name) = (&client, a.r#loop.name.as_str());
+                let endpoints = all_pages(a.page_size, move |page| {
+                    client.list_datagram_endpoints_page(name, a.all, page)
+                })
+                .await?;
+                Ok(ctx
+                    .out
+                    .rows(table(&endpoints), endpoints.iter().map(to_json))?)
+            }
+            UdpCommand::Show(a) => {
+                let e = client.get_datagram_endpoint(&a.r#loop.name, a.id).await?;
+                let one = std::slice::from_ref(&e);
+                Ok(ctx.out.rows(table(one), one.iter().map(to_json))?)
             }
             UdpCommand::Recv(a) => {
                 let options = SubscribeOptions {

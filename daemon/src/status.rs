@@ -392,8 +392,29 @@ impl From<Error> for Status {
         } else {
             tracing::debug!(?code, "{err}");
         }
-        Status::new(code, err.to_string())
+        Status::new(code, bounded(err.to_string()))
     }
+}
+
+/// Longest status message sent, in bytes. The message travels in an HTTP/2 header
+/// (`grpc-message`, percent-encoded: up to 3 bytes per byte), and clients refuse header
+/// lists past 16 KiB with a protocol error, so a message echoing a huge value (a 10,000
+/// character loop name) must be cut.
+const MAX_STATUS_MESSAGE: usize = 1024;
+
+/// `message` cut to [`MAX_STATUS_MESSAGE`] bytes (on a char boundary), saying so.
+fn bounded(mut message: String) -> String {
+    let total = message.len();
+    if total <= MAX_STATUS_MESSAGE {
+        return message;
+    }
+    let mut end = MAX_STATUS_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    message.push_str(&format!("... (cut: {total} bytes in all)"));
+    message
 }
 
 #[cfg(test)]
@@ -505,6 +526,26 @@ mod tests {
             assert_eq!(status.code(), code, "{}", status.message());
             assert!(status.message().contains(needle), "{}", status.message());
         }
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_char_boundary() {
+        let err = Error::LoopNotFound("é".repeat(5000));
+        let total = err.to_string().len();
+        let status = Status::from(err);
+        let message = status.message();
+        assert!(
+            message.len() <= MAX_STATUS_MESSAGE + 40,
+            "{}",
+            message.len()
+        );
+        assert!(message.starts_with("loop \"éé"), "{message}");
+        assert!(
+            message.ends_with(&format!("(cut: {total} bytes in all)")),
+            "{message}"
+        );
+        let short = Status::from(Error::LoopNotFound("x".into()));
+        assert_eq!(short.message(), "loop \"x\" not found");
     }
 
     #[test]

@@ -417,6 +417,45 @@ fn bounded(mut message: String) -> String {
     message
 }
 
+/// tonic's own answers to a malformed request, as (its code, a piece of its message,
+/// loopd's code): bytes that are no protobuf and a unary call without its message are the
+/// client's fault (tonic says INTERNAL), a message over the size limit is
+/// RESOURCE_EXHAUSTED (tonic says OUT_OF_RANGE) as loopd's protos promise.
+const TONIC_CODES: [(Code, &str, Code); 3] = [
+    (
+        Code::Internal,
+        "failed to decode Protobuf message",
+        Code::InvalidArgument,
+    ),
+    (
+        Code::Internal,
+        "Missing request message",
+        Code::InvalidArgument,
+    ),
+    (
+        Code::OutOfRange,
+        "message length too large",
+        Code::ResourceExhausted,
+    ),
+];
+
+/// loopd's code for a status tonic made from a malformed request; `None` for any other.
+pub fn tonic_code(code: Code, message: &str) -> Option<Code> {
+    TONIC_CODES
+        .iter()
+        .find(|(from, piece, _)| *from == code && message.contains(piece))
+        .map(|(_, _, to)| *to)
+}
+
+/// `status` with loopd's code if tonic made it from a malformed request message (see
+/// [`tonic_code`]); for errors read from a request stream after the response started.
+pub fn inbound(status: Status) -> Status {
+    match tonic_code(status.code(), status.message()) {
+        Some(code) => Status::new(code, status.message().to_owned()),
+        None => status,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -546,6 +585,35 @@ mod tests {
         );
         let short = Status::from(Error::LoopNotFound("x".into()));
         assert_eq!(short.message(), "loop \"x\" not found");
+    }
+
+    #[test]
+    fn tonic_statuses_for_malformed_requests_get_loopd_codes() {
+        let cases = [
+            (
+                Code::Internal,
+                "failed to decode Protobuf message: invalid varint",
+                Some(Code::InvalidArgument),
+            ),
+            (
+                Code::Internal,
+                "Missing request message.",
+                Some(Code::InvalidArgument),
+            ),
+            (
+                Code::OutOfRange,
+                "Error, decoded message length too large: found 9 bytes, the limit is: 8 bytes",
+                Some(Code::ResourceExhausted),
+            ),
+            (Code::Internal, "internal error: a bug", None),
+            (Code::OutOfRange, "since_seq 9 is beyond", None),
+        ];
+        for (code, message, want) in cases {
+            assert_eq!(tonic_code(code, message), want, "{message}");
+            let status = inbound(Status::new(code, message));
+            assert_eq!(status.code(), want.unwrap_or(code), "{message}");
+            assert_eq!(status.message(), message);
+        }
     }
 
     #[test]

@@ -191,7 +191,7 @@ impl SchedulerService for Api {
                 };
                 let batch = match next {
                     Ok(batch) => batch,
-                    Err(status) => return Some((Err(status), None)),
+                    Err(status) => return Some((Err(crate::status::inbound(status)), None)),
                 };
                 match api.schedule(&batch.r#loop, uid, batch.entries).await {
                     Ok(results) => Some((Ok(pb::ScheduleBatchResponse { results }), Some(inbound))),

@@ -328,6 +328,7 @@ impl Error {
             Error::File { source, .. } => match source.kind() {
                 std::io::ErrorKind::NotFound => Code::NotFound,
                 std::io::ErrorKind::PermissionDenied => Code::PermissionDenied,
+                std::io::ErrorKind::InvalidInput => Code::InvalidArgument, // e.g. a NUL byte
                 _ => Code::FailedPrecondition,
             },
             Error::AlreadyTls(_) | Error::NoTrustRoots(_) => Code::FailedPrecondition,
@@ -551,6 +552,14 @@ mod tests {
                 "42",
             ),
             (Error::TransportClosed(43), Code::FailedPrecondition, "43"),
+            (
+                Error::File {
+                    path: "/etc/\0".into(),
+                    source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+                },
+                Code::InvalidArgument,
+                "/etc/",
+            ),
             (
                 Error::TransportWrite {
                     id: 44,

@@ -9,7 +9,8 @@ use loopd_proto::pb;
 use pb::schedule_entry::When as W;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Api, caller_uid, entries};
+use super::{Api, caller_uid, entries, float_secs, wall_time};
+use crate::local::When;
 use crate::status::{Error, Result};
 
 /// ListHandles' default and largest page.
@@ -129,6 +130,8 @@ impl SchedulerService for Api {
     ) -> Result<Response<pb::CallAtResponse>, Status> {
         let uid = caller_uid(&request);
         let req = request.into_inner();
+        // Checked here too, so that an error names this request's field.
+        float_secs("when", req.when, When::At)?;
         let entry = single(W::At(req.when), req.action, req.request_id);
         let result = self.schedule_single(&req.r#loop, uid, entry).await?;
         Ok(Response::new(pb::CallAtResponse {
@@ -147,6 +150,7 @@ impl SchedulerService for Api {
         let when = req
             .when
             .ok_or_else(|| Error::invalid("when", "unset (a Timestamp is required)"))?;
+        wall_time("when", Some(&when))?;
         let entry = single(W::AtWallTime(when), req.action, req.request_id);
         let result = self.schedule_single(&req.r#loop, uid, entry).await?;
         Ok(Response::new(pb::CallAtWallTimeResponse {

@@ -81,6 +81,29 @@ fn parse_page_token(token: &str, query: u64) -> Result<u64> {
     Ok(after)
 }
 
+/// ListHandles' filters: known states (not UNSPECIFIED, which no handle is in) and a
+/// known kind (UNSPECIFIED: both).
+fn check_handle_filter(states: &[i32], kind: i32) -> Result<()> {
+    for &state in states {
+        if matches!(
+            pb::HandleState::try_from(state),
+            Ok(pb::HandleState::Unspecified) | Err(_)
+        ) {
+            return Err(Error::invalid(
+                "states",
+                format!("{state} (PENDING, CANCELLED or FIRED)"),
+            ));
+        }
+    }
+    if pb::HandleKind::try_from(kind).is_err() {
+        return Err(Error::invalid(
+            "kind",
+            format!("{kind} (SOON, TIMER, or UNSPECIFIED for both)"),
+        ));
+    }
+    Ok(())
+}
+
 type ScheduleStream =
     Pin<Box<dyn Stream<Item = std::result::Result<pb::ScheduleBatchResponse, Status>> + Send>>;
 
@@ -238,6 +261,7 @@ impl SchedulerService for Api {
         request: Request<pb::ListHandlesRequest>,
     ) -> Result<Response<pb::ListHandlesResponse>, Status> {
         let req = request.into_inner();
+        check_handle_filter(&req.states, req.kind)?;
         let mut hasher = DefaultHasher::new();
         (&req.r#loop, &req.states, req.kind).hash(&mut hasher);
         let query = hasher.finish();
@@ -261,6 +285,25 @@ impl SchedulerService for Api {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handle_filters_take_known_values_only() {
+        let (pending, timer) = (
+            pb::HandleState::Pending as i32,
+            pb::HandleKind::Timer as i32,
+        );
+        assert!(check_handle_filter(&[], 0).is_ok());
+        assert!(check_handle_filter(&[pending], timer).is_ok());
+        for (states, kind, want) in [
+            (vec![0], 0, "invalid states: 0"),
+            (vec![pending, 99], 0, "invalid states: 99"),
+            (vec![], -1, "invalid kind: -1"),
+            (vec![], 3, "invalid kind: 3"),
+        ] {
+            let err = check_handle_filter(&states, kind).unwrap_err();
+            assert!(err.to_string().starts_with(want), "{err}");
+        }
+    }
 
     #[test]
     fn page_tokens_round_trip_and_belong_to_their_query() {

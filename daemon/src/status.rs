@@ -329,6 +329,7 @@ impl Error {
                 std::io::ErrorKind::NotFound => Code::NotFound,
                 std::io::ErrorKind::PermissionDenied => Code::PermissionDenied,
                 std::io::ErrorKind::InvalidInput => Code::InvalidArgument, // e.g. a NUL byte
+                _ if source.raw_os_error() == Some(libc::ENAMETOOLONG) => Code::InvalidArgument,
                 _ => Code::FailedPrecondition,
             },
             Error::AlreadyTls(_) | Error::NoTrustRoots(_) => Code::FailedPrecondition,
@@ -379,7 +380,9 @@ fn spawn_code(err: &std::io::Error) -> Code {
         std::io::ErrorKind::NotFound => Code::NotFound,
         std::io::ErrorKind::PermissionDenied => Code::PermissionDenied,
         _ => match err.raw_os_error() {
-            Some(libc::ENOEXEC | libc::ENOTDIR | libc::E2BIG) => Code::InvalidArgument,
+            Some(libc::ENOEXEC | libc::ENOTDIR | libc::E2BIG | libc::ENAMETOOLONG) => {
+                Code::InvalidArgument
+            }
             _ => Code::Internal,
         },
     }
@@ -552,6 +555,22 @@ mod tests {
                 "42",
             ),
             (Error::TransportClosed(43), Code::FailedPrecondition, "43"),
+            (
+                Error::FifoOpen {
+                    path: "/long".into(),
+                    source: std::io::Error::from_raw_os_error(libc::ENAMETOOLONG),
+                },
+                Code::InvalidArgument,
+                "/long",
+            ),
+            (
+                Error::File {
+                    path: "/long".into(),
+                    source: std::io::Error::from_raw_os_error(libc::ENAMETOOLONG),
+                },
+                Code::InvalidArgument,
+                "/long",
+            ),
             (
                 Error::File {
                     path: "/etc/\0".into(),

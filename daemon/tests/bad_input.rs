@@ -742,6 +742,30 @@ fn missing_loop_names() -> Vec<(String, &'static str)> {
     ]
 }
 
+/// RPCs that answer for a closed loop: its last snapshot, its clock, the end of its events.
+const ANSWER_WHEN_CLOSED: [&str; 5] = [
+    "LoopService/GetLoop",
+    "LoopService/CloseLoop",
+    "LoopService/GetTime",
+    "DaemonService/GetMetrics",
+    "EventService/Subscribe",
+];
+
+/// The closed-loop sweep: every other RPC is FAILED_PRECONDITION naming the loop.
+fn closed_loop_cases(fx: &Fixtures) -> Vec<Case> {
+    loop_requests(fx)
+        .into_iter()
+        .filter(|(rpc, _)| !ANSWER_WHEN_CLOSED.contains(rpc))
+        .map(|(rpc, make)| Case {
+            rpc,
+            messages: vec![make(CLOSED)],
+            shown: format!("closed loop {CLOSED:?}"),
+            code: Code::FailedPrecondition,
+            needle: format!("loop {CLOSED:?} is closed"),
+        })
+        .collect()
+}
+
 /// The loop-name sweep: an unknown loop is NOT_FOUND naming it, for every RPC.
 fn loop_cases(fx: &Fixtures) -> Vec<Case> {
     let mut cases = Vec::new();
@@ -1033,6 +1057,7 @@ fn net_cases(fx: &Fixtures) -> Vec<Case> {
     };
     let tls_server = |cert_pem: &[u8], key_pem: &[u8]| pb::TlsServerOptions { cert_pem: cert_pem.into(), key_pem: key_pem.into(), ..Default::default() };
     let tls_client = |ca_pem: &[u8], ca_path: &str| pb::TlsClientOptions { ca_pem: ca_pem.into(), ca_path: ca_path.into(), ..Default::default() };
+    let named = |ca_pem: &[u8], name: &str| pb::TlsClientOptions { server_name: name.into(), ..tls_client(ca_pem, "") };
     let open = |transport_id, from_offset| pb::ReadTransportRequest {
         kind: Some(Read::Open(pb::ReadTransportOpen { transport_id, from_offset, credit: 1024, ..Default::default() })),
     };
@@ -1103,11 +1128,18 @@ fn net_cases(fx: &Fixtures) -> Vec<Case> {
         case(SF, sendfile(""), bad, "path"),
         case(SF, sendfile("/etc/\0"), bad, "/etc/\\0"),
         case(SF, sendfile("/nonexistent/file"), Code::NotFound, "/nonexistent/file"),
+        case(SF, sendfile("/tmp"), bad, "\"/tmp\" is a directory"),
+        case(SF, sendfile(&format!("/{}", "n".repeat(300))), bad, "nnnnnnnn"),
+        case(SF, pb::SendfileRequest { offset: u64::MAX, count: Some(u64::MAX), ..sendfile(&fx.file) }, bad, "offset: 18446744073709551615"),
+        case(SF, pb::SendfileRequest { count: Some(0), ..sendfile(&fx.file) }, bad, "count: 0"),
         case("NetService/SetWriteBufferLimits", marks(Some(10), Some(20)), bad, "20"),
         case("NetService/Write", pb::WriteRequest { transport_id: t, data: vec![0; 300_000], ..Default::default() }, Code::ResourceExhausted, "262144"),
         case(ST, start_tls(None), bad, "side"),
         case(ST, start_tls(Some(Side::Client(tls_client(&fx.cert_pem, "")))), bad, "server_name"),
         case(ST, start_tls(Some(Side::Server(tls_server(&fx.cert_pem, b"junk")))), bad, "server.key_pem"),
+        // Refused names leave the transport plain: the second request is judged alike.
+        case(ST, start_tls(Some(Side::Client(named(&fx.cert_pem, "a\0b")))), bad, "server_hostname: \"a\\0b\""),
+        case(ST, start_tls(Some(Side::Client(named(&fx.cert_pem, "bad name!")))), bad, "server_hostname: \"bad name!\""),
         case_stream(RT, Vec::<pb::ReadTransportRequest>::new(), bad, "open"),
         case_stream(RT, vec![credit.clone()], bad, "open"),
         case_stream(RT, vec![pb::ReadTransportRequest { kind: None }], bad, "open"),
@@ -1177,13 +1209,15 @@ fn process_cases(fx: &Fixtures) -> Vec<Case> {
         case(FIFO, open(b"/tmp/\0x"), bad, "path"),
         case(FIFO, open(b"/nonexistent/fifo"), Code::NotFound, "/nonexistent/fifo"),
         case(FIFO, open(fx.file.as_bytes()), bad, &fx.file),
+        case(FIFO, open(&[b'/'; 5000]), bad, "/////"),
+        case(SPAWN, spawn(argv(&[&[b'/'; 5000]])), bad, "/////"),
         case_stream("ProcessService/ReadFifo", Vec::<pb::ReadFifoRequest>::new(), bad, "ReadFifoRequest"),
         case_stream("ProcessService/ReadFifo", vec![read_fifo], Code::OutOfRange, "18446744073709551615"),
         case("ProcessService/WriteFifo", write_fifo, Code::FailedPrecondition, "reading"),
     ]
 }
 
-/// Signals, loops (names, the default loop, a closed loop), events, metrics.
+/// Signals, loops (names, the default loop), events, metrics.
 #[rustfmt::skip]
 fn misc_cases() -> Vec<Case> {
     const ADD: &str = "SignalService/AddSignalHandler";
@@ -1195,7 +1229,6 @@ fn misc_cases() -> Vec<Case> {
     let remove = |signal: &str| pb::RemoveSignalHandlerRequest { r#loop: String::new(), signal: signal.into() };
     let create = |name: &str| pb::CreateLoopRequest { r#loop: name.into(), ..Default::default() };
     let sub = |since_seq, kinds| pb::SubscribeRequest { since_seq, kinds, ..Default::default() };
-    let closed = || CLOSED.to_owned();
     vec![
         case(ADD, add(""), bad, "signal"),
         case(ADD, add("SIGNOPE"), bad, "SIGNOPE"),
@@ -1219,13 +1252,6 @@ fn misc_cases() -> Vec<Case> {
         case(CREATE, create("../x"), bad, "../x"),
         case("LoopService/CloseLoop", pb::CloseLoopRequest { r#loop: String::new() }, off, "default"),
         case("LoopService/CloseLoop", pb::CloseLoopRequest { r#loop: "default".into() }, off, "default"),
-        case("LoopService/StartLoop", pb::StartLoopRequest { r#loop: closed() }, off, CLOSED),
-        case("LoopService/StopLoop", pb::StopLoopRequest { r#loop: closed() }, off, CLOSED),
-        case("LoopService/SetDebug", pb::SetDebugRequest { r#loop: closed(), ..Default::default() }, off, CLOSED),
-        case(SOON, pb::CallSoonRequest { r#loop: closed(), ..Default::default() }, off, CLOSED),
-        case("FutureService/CreateFuture", pb::CreateFutureRequest { r#loop: closed(), ..Default::default() }, off, CLOSED),
-        case("ProcessService/Spawn", pb::SpawnRequest { r#loop: closed(), spec: Some(argv(&[b"true"])) }, off, CLOSED),
-        case("NetService/CreateServer", pb::CreateServerRequest { r#loop: closed(), hosts: vec!["127.0.0.1".into()], ..Default::default() }, off, CLOSED),
         case(SUB, sub(u64::MAX, vec![]), Code::OutOfRange, "18446744073709551615"),
         case(SUB, sub(0, vec![0]), bad, "event kind"),
         case(SUB, sub(0, vec![999]), bad, "999"),
@@ -1287,6 +1313,7 @@ async fn every_rpc_refuses_hostile_requests_at_once_and_the_daemon_keeps_serving
     let fx = fixtures(&channel).await;
     let rpcs = every_rpc();
     let mut cases = loop_cases(&fx);
+    cases.extend(closed_loop_cases(&fx));
     cases.extend(time_cases());
     cases.extend(id_cases());
     cases.extend(action_cases());

@@ -39,6 +39,7 @@
 //!   file per service, each with its types and its `impl Client` methods. `net` has
 //!   servers, connections and their transports, read losslessly with a [`ByteReader`].
 //! - [`error`]: the one [`Error`] enum; a daemon's answer keeps its gRPC code.
+//! - [`paging`]: [`Page`], [`PageRequest`] and [`all_pages`], for the paginated lists.
 //!
 //! # Limitations
 //! - Unix sockets only: `https://` targets are refused until the daemon speaks TLS.
@@ -55,6 +56,7 @@ mod futures;
 mod ids;
 mod loops;
 mod net;
+pub mod paging;
 mod process;
 mod scheduler;
 mod signals;
@@ -76,6 +78,7 @@ pub use net::{
     ServerOptions, ServerProtocol, StartTlsSide, TlsClient, TlsServer, TransportId, TransportInfo,
     TransportState,
 };
+pub use paging::{Page, PageRequest, all_pages};
 pub use process::{Command, ExitStatus, OutputFd, ProcessInfo, ProcessState, Stdio};
 pub use scheduler::{
     Action, ActionKind, Batch, Callback, Cancelled, Entry, HandleFilter, HandleInfo, HandleKind,

@@ -21,6 +21,7 @@ use crate::byte_stream::ByteReader;
 use crate::client::Client;
 use crate::convert::{required, system_time, to_wire_duration};
 use crate::error::Result;
+use crate::paging::{Page, PageRequest, all_pages, next_token};
 
 macro_rules! net_id {
     ($(#[$doc:meta])* $name:ident) => {
@@ -646,19 +647,29 @@ impl Client {
         Ok(ServerInfo::from_wire(required(server, "server")?))
     }
 
-    /// Lists a loop's servers.
+    /// Lists a loop's servers by ascending id, following every page. Fails with
+    /// NOT_FOUND for an unknown loop.
     pub async fn list_servers(&self, loop_name: &str) -> Result<Vec<ServerInfo>> {
+        all_pages(0, move |page| self.list_servers_page(loop_name, page)).await
+    }
+
+    /// Lists one page of a loop's servers by ascending id. Fails with NOT_FOUND for an
+    /// unknown loop, INVALID_ARGUMENT for a token from another query.
+    pub async fn list_servers_page(
+        &self,
+        loop_name: &str,
+        page: PageRequest,
+    ) -> Result<Page<ServerInfo>> {
         let request = pb::ListServersRequest {
             r#loop: loop_name.to_owned(),
+            page_size: page.page_size,
+            page_token: page.token(),
         };
-        let servers = self
-            .net
-            .clone()
-            .list_servers(request)
-            .await?
-            .into_inner()
-            .servers;
-        Ok(servers.into_iter().map(ServerInfo::from_wire).collect())
+        let r = self.net.clone().list_servers(request).await?.into_inner();
+        Ok(Page {
+            items: r.servers.into_iter().map(ServerInfo::from_wire).collect(),
+            next_page_token: next_token(r.next_page_token),
+        })
     }
 
     /// Describes a server; NOT_FOUND if unknown.
@@ -749,29 +760,51 @@ impl Client {
         )?))
     }
 
-    /// Lists transports (of one server, or all).
+    /// Lists transports (of one server, or all) by ascending id, following every page.
+    /// Fails with NOT_FOUND for an unknown loop.
     pub async fn list_transports(
         &self,
         loop_name: &str,
         server: Option<ServerId>,
         include_closed: bool,
     ) -> Result<Vec<TransportInfo>> {
+        all_pages(0, move |page| {
+            self.list_transports_page(loop_name, server, include_closed, page)
+        })
+        .await
+    }
+
+    /// Lists one page of transports (of one server, or all) by ascending id. Fails with
+    /// NOT_FOUND for an unknown loop, INVALID_ARGUMENT for a token from another query
+    /// (another server or `include_closed`).
+    pub async fn list_transports_page(
+        &self,
+        loop_name: &str,
+        server: Option<ServerId>,
+        include_closed: bool,
+        page: PageRequest,
+    ) -> Result<Page<TransportInfo>> {
         let request = pb::ListTransportsRequest {
             r#loop: loop_name.to_owned(),
             server_id: server.map_or(0, |s| s.0),
             include_closed,
+            page_size: page.page_size,
+            page_token: page.token(),
         };
-        let list = self
+        let r = self
             .net
             .clone()
             .list_transports(request)
             .await?
             .into_inner();
-        Ok(list
-            .transports
-            .into_iter()
-            .map(TransportInfo::from_wire)
-            .collect())
+        Ok(Page {
+            items: r
+                .transports
+                .into_iter()
+                .map(TransportInfo::from_wire)
+                .collect(),
+            next_page_token: next_token(r.next_page_token),
+        })
     }
 
     /// Describes a transport; NOT_FOUND if unknown.

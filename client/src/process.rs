@@ -19,6 +19,7 @@ use crate::client::Client;
 use crate::convert::{duration, required, system_time, to_wire_duration};
 use crate::error::Result;
 use crate::ids::ProcessId;
+use crate::paging::{Page, PageRequest, all_pages, next_token};
 
 /// What a child's standard stream is connected to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -467,10 +468,23 @@ impl Client {
         process(r.process)
     }
 
-    /// Lists a loop's processes by id. Fails with NOT_FOUND for an unknown loop.
+    /// Lists a loop's processes by ascending id, following every page. Fails with
+    /// NOT_FOUND for an unknown loop.
     pub async fn list_processes(&self, loop_name: &str) -> Result<Vec<ProcessInfo>> {
+        all_pages(0, move |page| self.list_processes_page(loop_name, page)).await
+    }
+
+    /// Lists one page of a loop's processes by ascending id. Fails with NOT_FOUND for
+    /// an unknown loop, INVALID_ARGUMENT for a token from another query.
+    pub async fn list_processes_page(
+        &self,
+        loop_name: &str,
+        page: PageRequest,
+    ) -> Result<Page<ProcessInfo>> {
         let request = pb::ListProcessesRequest {
             r#loop: loop_name.to_owned(),
+            page_size: page.page_size,
+            page_token: page.token(),
         };
         let r = self
             .process
@@ -478,10 +492,14 @@ impl Client {
             .list_processes(request)
             .await?
             .into_inner();
-        r.processes
-            .into_iter()
-            .map(ProcessInfo::from_wire)
-            .collect()
+        Ok(Page {
+            items: r
+                .processes
+                .into_iter()
+                .map(ProcessInfo::from_wire)
+                .collect::<Result<_>>()?,
+            next_page_token: next_token(r.next_page_token),
+        })
     }
 
     /// Reads a process's stdout or stderr losslessly from `from_offset`, granting credit

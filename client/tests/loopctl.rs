@@ -459,3 +459,49 @@ fn metrics_show_traffic_and_processes() {
         assert_eq!(column(name), want, "{name}: {text}");
     }
 }
+
+#[test]
+fn ls_follows_the_daemons_pages() {
+    let daemon = Daemon::start();
+    let mut spawned = Vec::new();
+    for _ in 0..7 {
+        let id = ok(daemon.loopctl(&["proc", "spawn", "--", "true"]));
+        spawned.push(id.trim().parse::<u64>().expect("a process id"));
+    }
+    for _ in 0..4 {
+        ok(daemon.loopctl(&["server", "create", "--host", "127.0.0.1"]));
+    }
+    let cases: &[(&[&str], usize, &str)] = &[
+        (
+            &["--json", "proc", "ls", "--page-size", "3"],
+            7,
+            "process_id",
+        ),
+        (&["--json", "proc", "ls"], 7, "process_id"),
+        (
+            &["--json", "server", "ls", "--page-size", "3"],
+            4,
+            "server_id",
+        ),
+        (
+            &["--json", "server", "ls", "--page-size", "1"],
+            4,
+            "server_id",
+        ),
+    ];
+    for (args, count, key) in cases {
+        let lines = json_lines(&ok(daemon.loopctl(args)));
+        let ids: Vec<u64> = lines.iter().filter_map(|l| l[key].as_u64()).collect();
+        assert_eq!(ids.len(), *count, "{args:?}: {lines:?}");
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{args:?}: {ids:?}");
+        if *key == "process_id" {
+            assert_eq!(ids, spawned, "{args:?}");
+        }
+    }
+    let table = ok(daemon.loopctl(&["proc", "ls", "--page-size", "2"]));
+    assert_eq!(
+        table.lines().count(),
+        1 + 7,
+        "a header and every process: {table}"
+    );
+}

@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 
 use crate::config::Limits;
 use crate::loops::LoopCtx;
+use crate::service::paging::Page;
 use crate::status::{Error, Result};
 
 static NEXT_HANDLE_ID: AtomicU64 = AtomicU64::new(1);
@@ -543,7 +544,11 @@ impl LoopCtx {
             .handles
             .get(&id)
             .ok_or_else(|| self.handle_not_found(id))?;
-        Ok(pb::HandleInfo {
+        Ok(self.handle_info_of(id, rec))
+    }
+
+    fn handle_info_of(&self, id: u64, rec: &HandleRec) -> pb::HandleInfo {
+        pb::HandleInfo {
             handle_id: id,
             r#loop: self.name.clone(),
             kind: rec.kind as i32,
@@ -554,33 +559,23 @@ impl LoopCtx {
             creator_uid: rec.creator_uid,
             request_id: rec.request_id.clone(),
             created_at: Some(rec.created_at.into()),
-        })
+        }
     }
 
-    /// One page of handles with ids above `after`, filtered; and whether more follow.
+    /// One page of the handles matching `states` and `kind`, and the id to resume after
+    /// when more follow.
     pub fn list_handles(
         &self,
-        after: u64,
+        page: Page,
         states: &[i32],
         kind: i32,
-        page_size: usize,
     ) -> Result<(Vec<pb::HandleInfo>, Option<u64>)> {
         let st = self.state.borrow();
-        let mut page = Vec::new();
-        let range = st.handles.range(after.saturating_add(1)..);
-        for (id, rec) in range {
+        let matching = st.handles.range(page.range()).filter(|(_, rec)| {
             let state_ok = states.is_empty() || states.contains(&(rec.state as i32));
-            let kind_ok = kind == 0 || kind == rec.kind as i32;
-            if !(state_ok && kind_ok) {
-                continue;
-            }
-            if page.len() == page_size {
-                let last = page.last().map_or(after, |h: &pb::HandleInfo| h.handle_id);
-                return Ok((page, Some(last)));
-            }
-            page.push(self.handle_info(&st, *id)?);
-        }
-        Ok((page, None))
+            state_ok && (kind == 0 || kind == rec.kind as i32)
+        });
+        Ok(page.take(matching.map(|(id, rec)| (*id, self.handle_info_of(*id, rec)))))
     }
 
     fn handle_not_found(&self, id: u64) -> Error {

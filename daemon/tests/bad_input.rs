@@ -644,9 +644,6 @@ fn at<M: Message + 'static>(make: impl Fn(String) -> M + 'static) -> AtLoop {
 }
 
 /// Every RPC that names a loop, with an otherwise valid request.
-// `..Default::default()` on requests of only `loop` too: the list requests are getting
-// paging fields.
-#[allow(clippy::needless_update)]
 #[rustfmt::skip]
 fn loop_requests(fx: &Fixtures) -> Vec<(&'static str, AtLoop)> {
     use pb::read_transport_request::Kind as Read;

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use loopd_client::{
     ByteReader, Client, ConnectOptions, Delivery, NetAddress, NetEvent, ServerId, StartTlsSide,
-    StreamEnd, TlsClient, TlsServer, TransportId, TransportInfo,
+    StreamEnd, TlsClient, TlsServer, TransportId, TransportInfo, all_pages,
 };
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
@@ -157,6 +157,9 @@ pub struct LsArgs {
     /// Also list closed transports the daemon remembers.
     #[arg(long)]
     all: bool,
+    /// Items per request to the daemon; every page is shown. 0: the daemon's default.
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    page_size: u32,
     #[command(flatten)]
     r#loop: LoopArg,
 }
@@ -258,9 +261,11 @@ impl ConnCommand {
                 vec![t]
             }
             ConnCommand::Ls(a) => {
-                client
-                    .list_transports(&a.r#loop.name, a.server, a.all)
-                    .await?
+                let (client, name) = (&client, a.r#loop.name.as_str());
+                all_pages(a.page_size, move |page| {
+                    client.list_transports_page(name, a.server, a.all, page)
+                })
+                .await?
             }
             ConnCommand::Show(a) => vec![client.get_transport(&a.r#loop.name, a.id).await?],
             ConnCommand::Write(a) => {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use loopd_client::{OutputFd, ProcessId, ProcessInfo, ProcessState, Stdio};
+use loopd_client::{OutputFd, ProcessId, ProcessInfo, ProcessState, Stdio, all_pages};
 use serde_json::{Value, json};
 
 use super::output::{self, Table};
@@ -27,7 +27,7 @@ pub enum ProcCommand {
     Spawn(SpawnArgs),
     /// List the loop's processes.
     #[command(after_help = "Examples:\n  loopctl proc ls\n  loopctl --json proc ls | jq .pid")]
-    Ls(LoopOnly),
+    Ls(LsArgs),
     /// Describe a process.
     #[command(after_help = "Examples:\n  loopctl proc show 7")]
     Show(IdArgs),
@@ -67,7 +67,10 @@ pub struct SpawnArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct LoopOnly {
+pub struct LsArgs {
+    /// Items per request to the daemon; every page is shown. 0: the daemon's default.
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    page_size: u32,
     #[command(flatten)]
     r#loop: LoopArg,
 }
@@ -153,7 +156,11 @@ impl ProcCommand {
                 Ok(ctx.out.line(&info.process_id.to_string())?)
             }
             ProcCommand::Ls(a) => {
-                let procs = client.list_processes(&a.r#loop.name).await?;
+                let (client, name) = (&client, a.r#loop.name.as_str());
+                let procs = all_pages(a.page_size, move |page| {
+                    client.list_processes_page(name, page)
+                })
+                .await?;
                 let mut table = Table::new(&["ID", "PID", "STATE", "STARTED", "ARGV"]);
                 for p in &procs {
                     table.row(vec![

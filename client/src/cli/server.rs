@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use loopd_client::{Delivery, ServerId, ServerInfo, ServerOptions, ServerProtocol, TlsServer};
+use loopd_client::{
+    Delivery, ServerId, ServerInfo, ServerOptions, ServerProtocol, TlsServer, all_pages,
+};
 use serde_json::{Value, json};
 
 use super::output::{self, Table};
@@ -86,6 +88,9 @@ pub struct CreateArgs {
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
+    /// Items per request to the daemon; every page is shown. 0: the daemon's default.
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    page_size: u32,
     #[command(flatten)]
     r#loop: LoopArg,
 }
@@ -153,7 +158,13 @@ impl ServerCommand {
                 }
                 vec![server]
             }
-            ServerCommand::Ls(a) => client.list_servers(&a.r#loop.name).await?,
+            ServerCommand::Ls(a) => {
+                let (client, name) = (&client, a.r#loop.name.as_str());
+                all_pages(a.page_size, move |page| {
+                    client.list_servers_page(name, page)
+                })
+                .await?
+            }
             ServerCommand::Show(a) => vec![client.get_server(&a.r#loop.name, a.id).await?],
             ServerCommand::Close(a) => vec![client.close_server(&a.r#loop.name, a.id).await?],
             ServerCommand::Start(a) => vec![client.start_serving(&a.r#loop.name, a.id).await?],

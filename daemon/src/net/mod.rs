@@ -38,6 +38,7 @@ pub use tls::StartTlsSpec;
 use crate::bytestream::{ByteStream, StreamConfig, StreamReader};
 use crate::config::Limits;
 use crate::loops::LoopCtx;
+use crate::service::paging::Page;
 use crate::status::{Error, Result};
 
 static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
@@ -535,11 +536,15 @@ impl LoopCtx {
         Ok(server_info(self, &rec))
     }
 
-    /// ListServers.
-    pub fn net_list_servers(&self) -> Vec<pb::ServerInfo> {
+    /// ListServers: one page of servers, and the id to resume after when more follow.
+    pub fn net_list_servers(&self, page: Page) -> (Vec<pb::ServerInfo>, Option<u64>) {
         self.net.prune(&self.limits());
-        let recs: Vec<_> = self.net.servers.borrow().values().cloned().collect();
-        recs.iter().map(|rec| server_info(self, rec)).collect()
+        let recs: Vec<_> = {
+            let servers = self.net.servers.borrow();
+            let range = servers.range(page.range()).take(page.fetch());
+            range.map(|(id, rec)| (*id, rec.clone())).collect()
+        };
+        page.take(recs.iter().map(|(id, rec)| (*id, server_info(self, rec))))
     }
 
     /// CloseServer: stops listening; connections stay open (asyncio's Server.close).
@@ -628,19 +633,28 @@ impl LoopCtx {
         Ok(transport_info(self, &rec))
     }
 
-    /// ListTransports: of one server (or all), open ones unless `include_closed`.
+    /// ListTransports: one page of the transports of one server (or all), open ones
+    /// unless `include_closed`; and the id to resume after when more follow.
     pub fn net_list_transports(
         &self,
+        page: Page,
         server_id: u64,
         include_closed: bool,
-    ) -> Vec<pb::TransportInfo> {
+    ) -> (Vec<pb::TransportInfo>, Option<u64>) {
         self.net.prune(&self.limits());
-        let recs: Vec<_> = self.net.transports.borrow().values().cloned().collect();
-        recs.iter()
-            .filter(|rec| server_id == 0 || rec.server_id == server_id)
-            .filter(|rec| include_closed || rec.state.get() != TransportStateKind::Closed)
-            .map(|rec| transport_info(self, rec))
-            .collect()
+        let recs: Vec<_> = {
+            let transports = self.net.transports.borrow();
+            let matching = transports
+                .range(page.range())
+                .filter(|(_, rec)| server_id == 0 || rec.server_id == server_id)
+                .filter(|(_, rec)| include_closed || rec.state.get() != TransportStateKind::Closed);
+            let matching = matching.take(page.fetch());
+            matching.map(|(id, rec)| (*id, rec.clone())).collect()
+        };
+        page.take(
+            recs.iter()
+                .map(|(id, rec)| (*id, transport_info(self, rec))),
+        )
     }
 
     /// The engine transport of an open record; FAILED_PRECONDITION once closed.

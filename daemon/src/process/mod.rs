@@ -43,6 +43,7 @@ use crate::bytestream::{ByteStream, StreamConfig, StreamEnd};
 use crate::config::{ProcessSettings, SignalSettings};
 use crate::events::EventRing;
 use crate::loops::LoopCtx;
+use crate::service::paging::Page;
 use crate::status::{Error, Result};
 
 pub use spec::Spec;
@@ -411,10 +412,14 @@ pub fn get(ctx: &LoopCtx, id: u64) -> Result<pb::ProcessInfo> {
 }
 
 /// Every process of the loop, by id.
-pub fn list(ctx: &LoopCtx) -> Vec<pb::ProcessInfo> {
+pub fn list(ctx: &LoopCtx, page: Page) -> (Vec<pb::ProcessInfo>, Option<u64>) {
     let table = table();
     let procs = table.procs.borrow();
-    procs.iter().map(|(id, p)| info(ctx, *id, p)).collect()
+    page.take(
+        procs
+            .range(page.range())
+            .map(|(id, p)| (*id, info(ctx, *id, p))),
+    )
 }
 
 /// The process if it has exited; else registers `waiter` for when it does.

@@ -11,6 +11,7 @@ mod events;
 mod futures;
 mod loops;
 mod net;
+pub mod paging;
 mod process;
 mod scheduler;
 mod signals;

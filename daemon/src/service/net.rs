@@ -443,10 +443,14 @@ impl NetService for Api {
         request: Request<pb::ListServersRequest>,
     ) -> Result<Response<pb::ListServersResponse>, Status> {
         let req = request.into_inner();
-        let servers = self
-            .on_loop(&req.r#loop, |ctx| Ok(ctx.net_list_servers()))
+        let page = self.page(("ListServers", &req.r#loop), req.page_size, &req.page_token)?;
+        let (servers, next) = self
+            .on_loop(&req.r#loop, move |ctx| Ok(ctx.net_list_servers(page)))
             .await?;
-        Ok(Response::new(pb::ListServersResponse { servers }))
+        Ok(Response::new(pb::ListServersResponse {
+            servers,
+            next_page_token: page.next_token(next),
+        }))
     }
 
     async fn get_server(
@@ -530,12 +534,17 @@ impl NetService for Api {
     ) -> Result<Response<pb::ListTransportsResponse>, Status> {
         let req = request.into_inner();
         let (server_id, closed) = (req.server_id, req.include_closed);
-        let transports = self
+        let query = ("ListTransports", &req.r#loop, server_id, closed);
+        let page = self.page(query, req.page_size, &req.page_token)?;
+        let (transports, next) = self
             .on_loop(&req.r#loop, move |ctx| {
-                Ok(ctx.net_list_transports(server_id, closed))
+                Ok(ctx.net_list_transports(page, server_id, closed))
             })
             .await?;
-        Ok(Response::new(pb::ListTransportsResponse { transports }))
+        Ok(Response::new(pb::ListTransportsResponse {
+            transports,
+            next_page_token: page.next_token(next),
+        }))
     }
 
     async fn get_transport(

@@ -1,6 +1,5 @@
 //! SchedulerService: call_soon, call_later, call_at and batches, on a loop's thread.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::pin::Pin;
 
 use futures_util::{Stream, StreamExt};
@@ -12,10 +11,6 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{Api, caller_uid, entries, float_secs, wall_time};
 use crate::local::When;
 use crate::status::{Error, Result};
-
-/// ListHandles' default and largest page.
-const DEFAULT_PAGE: usize = 1000;
-const MAX_PAGE: usize = 10_000;
 
 impl Api {
     /// Validates and schedules a batch on `loop_name` for `uid`.
@@ -57,28 +52,6 @@ fn single(when: W, action: Option<pb::Action>, request_id: String) -> pb::Schedu
         action,
         request_id,
     }
-}
-
-fn page_token(after: u64, query: u64) -> String {
-    format!("{after}.{query:016x}")
-}
-
-fn parse_page_token(token: &str, query: u64) -> Result<u64> {
-    if token.is_empty() {
-        return Ok(0);
-    }
-    let bad = || {
-        Error::invalid(
-            "page_token",
-            format!("{token:?} does not belong to this query"),
-        )
-    };
-    let (after, hash) = token.split_once('.').ok_or_else(bad)?;
-    let after: u64 = after.parse().map_err(|_| bad())?;
-    if hash != format!("{query:016x}") {
-        return Err(bad());
-    }
-    Ok(after)
 }
 
 /// ListHandles' filters: known states (not UNSPECIFIED, which no handle is in) and a
@@ -262,22 +235,16 @@ impl SchedulerService for Api {
     ) -> Result<Response<pb::ListHandlesResponse>, Status> {
         let req = request.into_inner();
         check_handle_filter(&req.states, req.kind)?;
-        let mut hasher = DefaultHasher::new();
-        (&req.r#loop, &req.states, req.kind).hash(&mut hasher);
-        let query = hasher.finish();
-        let after = parse_page_token(&req.page_token, query)?;
-        let page_size = match req.page_size as usize {
-            0 => DEFAULT_PAGE,
-            n => n.min(MAX_PAGE),
-        };
+        let query = ("ListHandles", &req.r#loop, &req.states, req.kind);
+        let page = self.page(query, req.page_size, &req.page_token)?;
         let shared = self.daemon.registry.get(&req.r#loop)?;
         let (states, kind) = (req.states, req.kind);
         let (handles, next) = shared
-            .call(move |ctx| ctx.list_handles(after, &states, kind, page_size))
+            .call(move |ctx| ctx.list_handles(page, &states, kind))
             .await?;
         Ok(Response::new(pb::ListHandlesResponse {
             handles,
-            next_page_token: next.map(|last| page_token(last, query)).unwrap_or_default(),
+            next_page_token: page.next_token(next),
         }))
     }
 }
@@ -302,20 +269,6 @@ mod tests {
         ] {
             let err = check_handle_filter(&states, kind).unwrap_err();
             assert!(err.to_string().starts_with(want), "{err}");
-        }
-    }
-
-    #[test]
-    fn page_tokens_round_trip_and_belong_to_their_query() {
-        let token = page_token(42, 7);
-        assert_eq!(parse_page_token(&token, 7).unwrap(), 42);
-        assert_eq!(parse_page_token("", 7).unwrap(), 0);
-        for bad in [token.as_str(), "x", "1.zz", "nope.0000000000000007"] {
-            if bad == token {
-                assert!(parse_page_token(bad, 8).is_err(), "other query");
-            } else {
-                assert!(parse_page_token(bad, 7).is_err(), "{bad}");
-            }
         }
     }
 }

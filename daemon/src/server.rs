@@ -183,6 +183,7 @@ async fn set_health(health: &tonic_health::server::HealthReporter, status: Servi
         <ProcessServiceServer<Api> as NamedService>::NAME,
         <SignalServiceServer<Api> as NamedService>::NAME,
         <DaemonServiceServer<Api> as NamedService>::NAME,
+        <NetServiceServer<Api> as NamedService>::NAME,
     ];
     for name in names {
         health.set_service_status(name, status).await;

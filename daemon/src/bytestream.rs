@@ -575,7 +575,7 @@ pub fn serve_read_rpc<T: Send + 'static>(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> ChunkStream {
     use futures_util::StreamExt;
-    let later = later.map(move |message| credit_of(message?));
+    let later = later.map(move |message| credit_of(message.map_err(crate::status::inbound)?));
     let credits = futures_util::stream::once(async move { Ok(first_credit) }).chain(later);
     Box::pin(serve_credited(CreditedRead {
         reader,

@@ -67,7 +67,7 @@ pub async fn serve(
     let max = config.limits.max_message_bytes;
     let router = builder(&config.server)
         .layer(tower::util::MapResponseLayer::new(
-            too_large_is_resource_exhausted,
+            tonic_errors_in_loopd_codes,
         ))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -148,33 +148,23 @@ fn builder(s: &ServerSettings) -> Server {
         .accept_http1(false)
 }
 
-/// tonic answers OUT_OF_RANGE for a request message above the decoding limit; gRPC (and
-/// loopd's protos, `DaemonLimits.max_message_bytes`) say RESOURCE_EXHAUSTED. Rewrites that
-/// one status, which tonic sends in the response headers (trailers-only).
-fn too_large_is_resource_exhausted(
+/// tonic refuses malformed requests itself (undecodable bytes, a missing unary message,
+/// a message above the decoding limit) with codes loopd's protos do not promise; gives
+/// those statuses loopd's codes (`crate::status::tonic_code`). tonic sends them in the
+/// response headers (trailers-only); errors of request streams read later are mapped
+/// where they are read (`crate::status::inbound`).
+fn tonic_errors_in_loopd_codes(
     mut response: http::Response<tonic::body::Body>,
 ) -> http::Response<tonic::body::Body> {
     let headers = response.headers_mut();
-    let out_of_range = headers
-        .get("grpc-status")
-        .is_some_and(|code| code.as_bytes() == b"11");
-    let too_large = headers.get("grpc-message").is_some_and(|message| {
-        let message = message.as_bytes();
-        message
-            .windows(TOO_LARGE.len())
-            .any(|window| window == TOO_LARGE)
-    });
-    if out_of_range && too_large {
-        headers.insert(
-            "grpc-status",
-            http::HeaderValue::from_static("8"), // RESOURCE_EXHAUSTED
-        );
+    let Some(status) = tonic::Status::from_header_map(headers) else {
+        return response;
+    };
+    if let Some(code) = crate::status::tonic_code(status.code(), status.message()) {
+        headers.insert("grpc-status", http::HeaderValue::from(code as i32));
     }
     response
 }
-
-/// tonic's message for an oversized request, percent-encoded as in the header.
-const TOO_LARGE: &[u8] = b"message%20length%20too%20large";
 
 fn reflection() -> anyhow::Result<tonic_reflection::server::Builder<'static>> {
     Ok(tonic_reflection::server::Builder::configure()
@@ -193,6 +183,7 @@ async fn set_health(health: &tonic_health::server::HealthReporter, status: Servi
         <ProcessServiceServer<Api> as NamedService>::NAME,
         <SignalServiceServer<Api> as NamedService>::NAME,
         <DaemonServiceServer<Api> as NamedService>::NAME,
+        <NetServiceServer<Api> as NamedService>::NAME,
     ];
     for name in names {
         health.set_service_status(name, status).await;

@@ -328,6 +328,8 @@ impl Error {
             Error::File { source, .. } => match source.kind() {
                 std::io::ErrorKind::NotFound => Code::NotFound,
                 std::io::ErrorKind::PermissionDenied => Code::PermissionDenied,
+                std::io::ErrorKind::InvalidInput => Code::InvalidArgument, // e.g. a NUL byte
+                _ if source.raw_os_error() == Some(libc::ENAMETOOLONG) => Code::InvalidArgument,
                 _ => Code::FailedPrecondition,
             },
             Error::AlreadyTls(_) | Error::NoTrustRoots(_) => Code::FailedPrecondition,
@@ -378,7 +380,9 @@ fn spawn_code(err: &std::io::Error) -> Code {
         std::io::ErrorKind::NotFound => Code::NotFound,
         std::io::ErrorKind::PermissionDenied => Code::PermissionDenied,
         _ => match err.raw_os_error() {
-            Some(libc::ENOEXEC | libc::ENOTDIR | libc::E2BIG) => Code::InvalidArgument,
+            Some(libc::ENOEXEC | libc::ENOTDIR | libc::E2BIG | libc::ENAMETOOLONG) => {
+                Code::InvalidArgument
+            }
             _ => Code::Internal,
         },
     }
@@ -392,7 +396,67 @@ impl From<Error> for Status {
         } else {
             tracing::debug!(?code, "{err}");
         }
-        Status::new(code, err.to_string())
+        Status::new(code, bounded(err.to_string()))
+    }
+}
+
+/// Longest status message sent, in bytes. The message travels in an HTTP/2 header
+/// (`grpc-message`, percent-encoded: up to 3 bytes per byte), and clients refuse header
+/// lists past 16 KiB with a protocol error, so a message echoing a huge value (a 10,000
+/// character loop name) must be cut.
+const MAX_STATUS_MESSAGE: usize = 1024;
+
+/// `message` cut to [`MAX_STATUS_MESSAGE`] bytes (on a char boundary), saying so.
+fn bounded(mut message: String) -> String {
+    let total = message.len();
+    if total <= MAX_STATUS_MESSAGE {
+        return message;
+    }
+    let mut end = MAX_STATUS_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    message.push_str(&format!("... (cut: {total} bytes in all)"));
+    message
+}
+
+/// tonic's own answers to a malformed request, as (its code, a piece of its message,
+/// loopd's code): bytes that are no protobuf and a unary call without its message are the
+/// client's fault (tonic says INTERNAL), a message over the size limit is
+/// RESOURCE_EXHAUSTED (tonic says OUT_OF_RANGE) as loopd's protos promise.
+const TONIC_CODES: [(Code, &str, Code); 3] = [
+    (
+        Code::Internal,
+        "failed to decode Protobuf message",
+        Code::InvalidArgument,
+    ),
+    (
+        Code::Internal,
+        "Missing request message",
+        Code::InvalidArgument,
+    ),
+    (
+        Code::OutOfRange,
+        "message length too large",
+        Code::ResourceExhausted,
+    ),
+];
+
+/// loopd's code for a status tonic made from a malformed request; `None` for any other.
+pub fn tonic_code(code: Code, message: &str) -> Option<Code> {
+    TONIC_CODES
+        .iter()
+        .find(|(from, piece, _)| *from == code && message.contains(piece))
+        .map(|(_, _, to)| *to)
+}
+
+/// `status` with loopd's code if tonic made it from a malformed request message (see
+/// [`tonic_code`]); for errors read from a request stream after the response started.
+pub fn inbound(status: Status) -> Status {
+    match tonic_code(status.code(), status.message()) {
+        Some(code) => Status::new(code, status.message().to_owned()),
+        None => status,
     }
 }
 
@@ -492,6 +556,30 @@ mod tests {
             ),
             (Error::TransportClosed(43), Code::FailedPrecondition, "43"),
             (
+                Error::FifoOpen {
+                    path: "/long".into(),
+                    source: std::io::Error::from_raw_os_error(libc::ENAMETOOLONG),
+                },
+                Code::InvalidArgument,
+                "/long",
+            ),
+            (
+                Error::File {
+                    path: "/long".into(),
+                    source: std::io::Error::from_raw_os_error(libc::ENAMETOOLONG),
+                },
+                Code::InvalidArgument,
+                "/long",
+            ),
+            (
+                Error::File {
+                    path: "/etc/\0".into(),
+                    source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+                },
+                Code::InvalidArgument,
+                "/etc/",
+            ),
+            (
                 Error::TransportWrite {
                     id: 44,
                     source: loopd::Error::WriteAfterEof,
@@ -504,6 +592,55 @@ mod tests {
             let status = Status::from(err);
             assert_eq!(status.code(), code, "{}", status.message());
             assert!(status.message().contains(needle), "{}", status.message());
+        }
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_char_boundary() {
+        let err = Error::LoopNotFound("é".repeat(5000));
+        let total = err.to_string().len();
+        let status = Status::from(err);
+        let message = status.message();
+        assert!(
+            message.len() <= MAX_STATUS_MESSAGE + 40,
+            "{}",
+            message.len()
+        );
+        assert!(message.starts_with("loop \"éé"), "{message}");
+        assert!(
+            message.ends_with(&format!("(cut: {total} bytes in all)")),
+            "{message}"
+        );
+        let short = Status::from(Error::LoopNotFound("x".into()));
+        assert_eq!(short.message(), "loop \"x\" not found");
+    }
+
+    #[test]
+    fn tonic_statuses_for_malformed_requests_get_loopd_codes() {
+        let cases = [
+            (
+                Code::Internal,
+                "failed to decode Protobuf message: invalid varint",
+                Some(Code::InvalidArgument),
+            ),
+            (
+                Code::Internal,
+                "Missing request message.",
+                Some(Code::InvalidArgument),
+            ),
+            (
+                Code::OutOfRange,
+                "Error, decoded message length too large: found 9 bytes, the limit is: 8 bytes",
+                Some(Code::ResourceExhausted),
+            ),
+            (Code::Internal, "internal error: a bug", None),
+            (Code::OutOfRange, "since_seq 9 is beyond", None),
+        ];
+        for (code, message, want) in cases {
+            assert_eq!(tonic_code(code, message), want, "{message}");
+            let status = inbound(Status::new(code, message));
+            assert_eq!(status.code(), want.unwrap_or(code), "{message}");
+            assert_eq!(status.message(), message);
         }
     }
 

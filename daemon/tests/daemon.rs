@@ -16,12 +16,15 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-const SERVICES: [&str; 5] = [
+const SERVICES: [&str; 8] = [
     "loopd.v1.LoopService",
     "loopd.v1.SchedulerService",
     "loopd.v1.FutureService",
     "loopd.v1.EventService",
     "loopd.v1.DaemonService",
+    "loopd.v1.ProcessService",
+    "loopd.v1.SignalService",
+    "loopd.v1.NetService",
 ];
 
 #[tokio::test]

@@ -797,6 +797,10 @@ impl LoopCtx {
                 path: path.clone(),
                 source,
             })?;
+            // Opening a directory succeeds; reading it would fail on the executor.
+            if file.metadata().is_ok_and(|meta| meta.is_dir()) {
+                return Err(Error::invalid("path", format!("{path:?} is a directory")));
+            }
             Ok((rec, transport, file))
         });
         let (rec, transport, file) = match opened {

@@ -85,6 +85,11 @@ impl LoopCtx {
                         loopd::Error::TlsHandshake { .. } | loopd::Error::HandshakeTimeout { .. }
                     );
                     let err = start_tls_error(id, name, err);
+                    if !failed {
+                        // Refused before any handshake (e.g. a bad server name): the
+                        // transport is still plain and may be upgraded again.
+                        rec.tls_started.set(false);
+                    }
                     if failed {
                         // The engine closes the transport without telling the protocol,
                         // which saw its connection made: tell it here, once.

@@ -195,6 +195,13 @@ fn float_secs(what: &'static str, secs: f64, make: fn(f64) -> When) -> Result<Wh
 
 fn wall_time(what: &'static str, ts: Option<&prost_types::Timestamp>) -> Result<When> {
     let ts = ts.ok_or_else(|| Error::invalid(what, "unset"))?;
+    if !(0..1_000_000_000).contains(&ts.nanos) {
+        // SystemTime::try_from would normalize it; a Timestamp's nanos are 0 to 999999999.
+        return Err(Error::invalid(
+            what,
+            format!("{ts:?} is not a valid Timestamp (nanos: 0 to 999999999)"),
+        ));
+    }
     let at = SystemTime::try_from(*ts)
         .map_err(|_| Error::invalid(what, format!("{ts:?} is not a valid Timestamp")))?;
     let delta = match at.duration_since(SystemTime::now()) {
@@ -314,6 +321,22 @@ mod tests {
             let err = delay(bad).unwrap_err();
             assert!(matches!(err, Error::Invalid { .. }), "{bad}");
             assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn wall_times_must_be_valid_timestamps() {
+        let ts = |seconds, nanos| prost_types::Timestamp { seconds, nanos };
+        assert!(wall_time("when", Some(&ts(0, 999_999_999))).is_ok());
+        assert!(wall_time("when", None).is_err());
+        for bad in [
+            ts(0, -1),
+            ts(0, 1_000_000_000),
+            ts(i64::MIN, 0),
+            ts(i64::MAX, 0),
+        ] {
+            let err = wall_time("when", Some(&bad)).unwrap_err();
+            assert!(err.to_string().starts_with("invalid when: "), "{err}");
         }
     }
 

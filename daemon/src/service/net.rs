@@ -814,6 +814,10 @@ impl NetService for Api {
         if req.path.is_empty() {
             return Err(Error::invalid("path", "empty").into());
         }
+        if i64::try_from(req.offset).is_err() {
+            let why = format!("{} (a file offset is at most {})", req.offset, i64::MAX);
+            return Err(Error::invalid("offset", why).into());
+        }
         let shared = self.daemon.registry.get(&req.r#loop)?;
         let (id, path, offset, count) = (req.transport_id, req.path, req.offset, req.count);
         let fallback = req.fallback.unwrap_or(true);

@@ -8,7 +8,8 @@ use loopd_proto::pb;
 use pb::schedule_entry::When as W;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Api, caller_uid, entries};
+use super::{Api, caller_uid, entries, float_secs, wall_time};
+use crate::local::When;
 use crate::status::{Error, Result};
 
 impl Api {
@@ -51,6 +52,29 @@ fn single(when: W, action: Option<pb::Action>, request_id: String) -> pb::Schedu
         action,
         request_id,
     }
+}
+
+/// ListHandles' filters: known states (not UNSPECIFIED, which no handle is in) and a
+/// known kind (UNSPECIFIED: both).
+fn check_handle_filter(states: &[i32], kind: i32) -> Result<()> {
+    for &state in states {
+        if matches!(
+            pb::HandleState::try_from(state),
+            Ok(pb::HandleState::Unspecified) | Err(_)
+        ) {
+            return Err(Error::invalid(
+                "states",
+                format!("{state} (PENDING, CANCELLED or FIRED)"),
+            ));
+        }
+    }
+    if pb::HandleKind::try_from(kind).is_err() {
+        return Err(Error::invalid(
+            "kind",
+            format!("{kind} (SOON, TIMER, or UNSPECIFIED for both)"),
+        ));
+    }
+    Ok(())
 }
 
 type ScheduleStream =
@@ -102,6 +126,8 @@ impl SchedulerService for Api {
     ) -> Result<Response<pb::CallAtResponse>, Status> {
         let uid = caller_uid(&request);
         let req = request.into_inner();
+        // Checked here too, so that an error names this request's field.
+        float_secs("when", req.when, When::At)?;
         let entry = single(W::At(req.when), req.action, req.request_id);
         let result = self.schedule_single(&req.r#loop, uid, entry).await?;
         Ok(Response::new(pb::CallAtResponse {
@@ -120,6 +146,7 @@ impl SchedulerService for Api {
         let when = req
             .when
             .ok_or_else(|| Error::invalid("when", "unset (a Timestamp is required)"))?;
+        wall_time("when", Some(&when))?;
         let entry = single(W::AtWallTime(when), req.action, req.request_id);
         let result = self.schedule_single(&req.r#loop, uid, entry).await?;
         Ok(Response::new(pb::CallAtWallTimeResponse {
@@ -164,7 +191,7 @@ impl SchedulerService for Api {
                 };
                 let batch = match next {
                     Ok(batch) => batch,
-                    Err(status) => return Some((Err(status), None)),
+                    Err(status) => return Some((Err(crate::status::inbound(status)), None)),
                 };
                 match api.schedule(&batch.r#loop, uid, batch.entries).await {
                     Ok(results) => Some((Ok(pb::ScheduleBatchResponse { results }), Some(inbound))),
@@ -207,6 +234,7 @@ impl SchedulerService for Api {
         request: Request<pb::ListHandlesRequest>,
     ) -> Result<Response<pb::ListHandlesResponse>, Status> {
         let req = request.into_inner();
+        check_handle_filter(&req.states, req.kind)?;
         let query = ("ListHandles", &req.r#loop, &req.states, req.kind);
         let page = self.page(query, req.page_size, &req.page_token)?;
         let shared = self.daemon.registry.get(&req.r#loop)?;
@@ -218,5 +246,29 @@ impl SchedulerService for Api {
             handles,
             next_page_token: page.next_token(next),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handle_filters_take_known_values_only() {
+        let (pending, timer) = (
+            pb::HandleState::Pending as i32,
+            pb::HandleKind::Timer as i32,
+        );
+        assert!(check_handle_filter(&[], 0).is_ok());
+        assert!(check_handle_filter(&[pending], timer).is_ok());
+        for (states, kind, want) in [
+            (vec![0], 0, "invalid states: 0"),
+            (vec![pending, 99], 0, "invalid states: 99"),
+            (vec![], -1, "invalid kind: -1"),
+            (vec![], 3, "invalid kind: 3"),
+        ] {
+            let err = check_handle_filter(&states, kind).unwrap_err();
+            assert!(err.to_string().starts_with(want), "{err}");
+        }
     }
 }

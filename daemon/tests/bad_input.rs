@@ -703,6 +703,8 @@ fn loop_requests(fx: &Fixtures) -> Vec<(&'static str, AtLoop)> {
             r#loop, endpoint_id: endpoint, data: b"x".to_vec(), host: "127.0.0.1".into(), port: 9, ..Default::default()
         })),
         ("NetService/CloseDatagramEndpoint", at(move |r#loop| pb::CloseDatagramEndpointRequest { r#loop, endpoint_id: endpoint })),
+        ("NetService/GetDatagramEndpoint", at(move |r#loop| pb::GetDatagramEndpointRequest { r#loop, endpoint_id: endpoint })),
+        ("NetService/ListDatagramEndpoints", at(|r#loop| pb::ListDatagramEndpointsRequest { r#loop, ..Default::default() })),
         ("NetService/Resolve", at(|r#loop| pb::ResolveRequest { r#loop, host: "localhost".into(), ..Default::default() })),
         ("NetService/ReverseResolve", at(|r#loop| pb::ReverseResolveRequest { r#loop, ip: "127.0.0.1".into(), ..Default::default() })),
         ("NetService/Sendfile", at(move |r#loop| pb::SendfileRequest { r#loop, transport_id: transport, path: "/etc/hostname".into(), ..Default::default() })),
@@ -930,6 +932,7 @@ fn id_cases() -> Vec<Case> {
             case("NetService/ReadTransport", pb::ReadTransportRequest { kind: open }, nf, n),
             case("NetService/SendDatagram", pb::SendDatagramRequest { endpoint_id: id, data: b"x".to_vec(), ..Default::default() }, nf, n),
             case("NetService/CloseDatagramEndpoint", pb::CloseDatagramEndpointRequest { endpoint_id: id, ..Default::default() }, nf, n),
+            case("NetService/GetDatagramEndpoint", pb::GetDatagramEndpointRequest { endpoint_id: id, ..Default::default() }, nf, n),
             case("NetService/Sendfile", pb::SendfileRequest { transport_id: id, path: "/etc/hostname".into(), ..Default::default() }, nf, n),
             case("NetService/StartTls", pb::StartTlsRequest { transport_id: id, side: client, ..Default::default() }, nf, n),
             case("ProcessService/WriteStdin", pb::WriteStdinRequest { process_id: id, ..Default::default() }, nf, n),
@@ -1074,7 +1077,10 @@ fn net_cases(fx: &Fixtures) -> Vec<Case> {
     let mut connect_ca_path = connect(|_| {});
     connect_ca_path.tls = Some(tls_client(b"", "/no\0where"));
     let opened = open(t, None).encode_to_vec();
+    let endpoints = |token: &str| pb::ListDatagramEndpointsRequest { page_token: token.into(), ..Default::default() };
     vec![
+        case("NetService/ListDatagramEndpoints", endpoints("garbage"), bad, "garbage"),
+        case("NetService/ListDatagramEndpoints", endpoints("1.ffffffffffffffff"), bad, "page_token"),
         case(CS, server(|r| r.port = 65_536), bad, "65536"),
         case(CS, server(|r| r.port = u32::MAX), bad, "4294967295"),
         case(CS, server(|r| r.hosts = vec!["not a host!".into()]), bad, "not a host!"),

@@ -12,6 +12,9 @@ table. `epoll` is the bare single-threaded epoll echo: loopd/epoll is how close 
 the least any single-threaded event loop can cost here, and epoll/uvloop is the most such a
 server reached against uvloop on this machine.
 
+The client's CPU per request is derived (its cores over the round's requests/s): one client
+core cannot drive more than 10^6 / that many requests/s, whatever the server.
+
 With several rounds, a goal is judged on the median of the per-round ratios: each round
 measures loopd and its baseline seconds apart, so a ratio within a round cancels the
 machine's slow drift (on a shared VM one server's rate moves by 2x between rounds), where
@@ -34,6 +37,7 @@ ROWS = {
     "stream1_mbps": "64 KiB chunks, 1 conn (MB/s)",
     "stream4_mbps": "64 KiB chunks, 4 conns (MB/s)",
     "rr_server_us_per_req": "ping-pong: server CPU per request (us)",
+    "rr_client_us_per_req": "ping-pong: client CPU per request (us)",
     "rr_server_cpu": "ping-pong: server CPU (cores)",
     "rr_client_cpu": "ping-pong: client CPU (cores)",
     "stream1_server_cpu": "1 stream: server CPU (cores)",
@@ -68,6 +72,16 @@ def goal(name, runs):
     return verdict(median >= least, f"per-round median {median:.2f} vs >= {least}x {baseline}")
 
 
+def derive_client_cost(runs):
+    """Adds rr_client_us_per_req (the load client's CPU per request, from its cores and
+    the requests/s of the same round) for every server measured with both."""
+    for server in SERVERS:
+        cores, rps = runs.get((server, "rr_client_cpu"), []), runs.get((server, "rr_rps"), [])
+        costs = [c * 1e6 / r for c, r in zip(cores, rps) if r]
+        if costs:
+            runs[(server, "rr_client_us_per_req")] = costs
+
+
 def verdict(ok, what):
     return f"{'met' if ok else 'MISSED'} ({what})"
 
@@ -86,6 +100,7 @@ def main(paths):
     runs = {}
     for server, name, value, _ in figures.read(paths, "server", "net_table.py"):
         runs.setdefault((server, name), []).append(value)
+    derive_client_cost(runs)
     fig = {key: statistics.median(values) for key, values in runs.items()}
     for name in ("rr_rps", "stream1_mbps"):
         if ("loopd", name) not in fig:

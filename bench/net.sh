@@ -19,7 +19,10 @@
 #                           the daemon's echo server)
 #   NET_BENCH_RT=1          run the servers and the client as real-time processes
 #                           (chrt -f 50), so that other work on the machine (a compiler)
-#                           does not preempt them; off by default
+#                           does not preempt them; off by default. Client and server
+#                           then keep both cores busy, and the kernel's real-time
+#                           throttling (sched_rt_runtime_us, 95% by default) may stall
+#                           both for the rest of a period: use it only on a loaded machine
 # Nothing is pinned: client and server share the machine's cores (2 here).
 set -euo pipefail
 

@@ -77,17 +77,30 @@ impl Client {
     }
 
     /// Wraps a channel made by the caller (e.g. with its own timeouts or TLS).
+    ///
+    /// Every service accepts responses of any size: the daemon bounds what it sends by
+    /// its own `limits.max_message_bytes`, which an operator may raise above tonic's
+    /// default 4 MiB, and a client that trusts its daemon takes what it is sent.
     pub fn from_channel(channel: Channel) -> Client {
+        use pb::daemon_service_client::DaemonServiceClient;
+        use pb::event_service_client::EventServiceClient;
+        use pb::future_service_client::FutureServiceClient;
+        use pb::loop_service_client::LoopServiceClient;
+        use pb::net_service_client::NetServiceClient;
+        use pb::process_service_client::ProcessServiceClient;
+        use pb::scheduler_service_client::SchedulerServiceClient;
+        use pb::signal_service_client::SignalServiceClient;
+        const ANY: usize = usize::MAX;
+        let c = || channel.clone();
         Client {
-            loops: pb::loop_service_client::LoopServiceClient::new(channel.clone()),
-            scheduler: pb::scheduler_service_client::SchedulerServiceClient::new(channel.clone()),
-            futures: pb::future_service_client::FutureServiceClient::new(channel.clone()),
-            events: pb::event_service_client::EventServiceClient::new(channel.clone()),
-            daemon: pb::daemon_service_client::DaemonServiceClient::new(channel.clone()),
-            net: pb::net_service_client::NetServiceClient::new(channel.clone())
-                .max_decoding_message_size(usize::MAX),
-            process: pb::process_service_client::ProcessServiceClient::new(channel.clone()),
-            signals: pb::signal_service_client::SignalServiceClient::new(channel),
+            loops: LoopServiceClient::new(c()).max_decoding_message_size(ANY),
+            scheduler: SchedulerServiceClient::new(c()).max_decoding_message_size(ANY),
+            futures: FutureServiceClient::new(c()).max_decoding_message_size(ANY),
+            events: EventServiceClient::new(c()).max_decoding_message_size(ANY),
+            daemon: DaemonServiceClient::new(c()).max_decoding_message_size(ANY),
+            net: NetServiceClient::new(c()).max_decoding_message_size(ANY),
+            process: ProcessServiceClient::new(c()).max_decoding_message_size(ANY),
+            signals: SignalServiceClient::new(c()).max_decoding_message_size(ANY),
         }
     }
 }

@@ -470,3 +470,30 @@ async fn datagram_endpoints_are_listed_and_described() {
     assert_eq!(err.code(), Some(Code::NotFound), "{err}");
     assert!(err.to_string().contains("727272"), "{err}");
 }
+
+/// A daemon whose message limit is raised above tonic's default 4 MiB may send larger
+/// responses; the client takes them (it used to refuse every service's but NetService's
+/// with "decoded message length too large").
+#[tokio::test]
+async fn responses_above_four_mib_arrive_when_the_daemon_allows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("loopd.toml");
+    std::fs::write(&config, "[limits]\nmax_message_bytes = 16777216\n").unwrap();
+    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    let client = daemon.client().await;
+    let payload = vec![7u8; 60 * 1024];
+    let hour = Duration::from_secs(3600);
+    for i in 0..100 {
+        client
+            .call_later("", hour, Action::emit(format!("big{i}"), &payload))
+            .await
+            .unwrap();
+    }
+    let page = client
+        .list_handles("", &HandleFilter::default())
+        .await
+        .expect("a 6 MB page of handles");
+    assert_eq!(page.handles.len(), 100);
+    assert!(page.next_page_token.is_none());
+    assert_eq!(page.handles[99].action, Action::emit("big99", &payload));
+}

@@ -325,13 +325,7 @@ impl Error {
             Error::ConnectTimeout(..) => Code::DeadlineExceeded,
             Error::EndpointNotFound { .. } => Code::NotFound,
             Error::EndpointClosed(_) => Code::FailedPrecondition,
-            Error::File { source, .. } => match source.kind() {
-                std::io::ErrorKind::NotFound => Code::NotFound,
-                std::io::ErrorKind::PermissionDenied => Code::PermissionDenied,
-                std::io::ErrorKind::InvalidInput => Code::InvalidArgument, // e.g. a NUL byte
-                _ if source.raw_os_error() == Some(libc::ENAMETOOLONG) => Code::InvalidArgument,
-                _ => Code::FailedPrecondition,
-            },
+            Error::File { source, .. } => os_code(source).unwrap_or(Code::FailedPrecondition),
             Error::AlreadyTls(_) | Error::NoTrustRoots(_) => Code::FailedPrecondition,
             Error::StartTls { source, .. } => engine_code(source),
         }
@@ -369,7 +363,23 @@ fn engine_code(err: &loopd::Error) -> Code {
         loopd::Error::SendfileInProgress | loopd::Error::SendfileNotAvailable(_) => {
             Code::FailedPrecondition
         }
+        // A system call the request's own values made fail says so; any other is ours.
+        loopd::Error::Io { source, .. } | loopd::Error::Sock { source, .. } => {
+            os_code(source).unwrap_or(Code::Internal)
+        }
         _ => Code::Internal,
+    }
+}
+
+/// The code of an OS error that names a fault of the request (a path that is not there or
+/// may not be used, a NUL byte, a name too long); `None` for any other.
+fn os_code(err: &std::io::Error) -> Option<Code> {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => Some(Code::NotFound),
+        std::io::ErrorKind::PermissionDenied => Some(Code::PermissionDenied),
+        std::io::ErrorKind::InvalidInput => Some(Code::InvalidArgument), // e.g. a NUL byte
+        _ if err.raw_os_error() == Some(libc::ENAMETOOLONG) => Some(Code::InvalidArgument),
+        _ => None,
     }
 }
 
@@ -669,6 +679,39 @@ mod tests {
                 loopd::Error::SendfileNotAvailable("not a regular file".into()),
                 Code::FailedPrecondition,
                 "not a regular file",
+            ),
+            (
+                loopd::Error::Io {
+                    op: "open",
+                    source: std::io::Error::from_raw_os_error(libc::ENOENT),
+                },
+                Code::NotFound,
+                "open failed",
+            ),
+            (
+                loopd::Error::Io {
+                    op: "bind",
+                    source: std::io::Error::from_raw_os_error(libc::EACCES),
+                },
+                Code::PermissionDenied,
+                "bind failed",
+            ),
+            (
+                loopd::Error::Io {
+                    op: "bind",
+                    source: std::io::Error::from_raw_os_error(libc::ENAMETOOLONG),
+                },
+                Code::InvalidArgument,
+                "bind failed",
+            ),
+            (
+                loopd::Error::Sock {
+                    op: "recv",
+                    fd: 7,
+                    source: std::io::Error::from_raw_os_error(libc::EBADF),
+                },
+                Code::Internal,
+                "fd 7",
             ),
         ];
         for (err, code, needle) in cases {

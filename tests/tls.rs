@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use loopd::{
     Address, ConnectOptions, Error, EventLoop, ExtraInfo, Protocol, Server, ServerOptions,
-    StartTlsOptions, TlsClientConfig, TlsServerConfig, Transport,
+    StartTlsOptions, TlsClientConfig, TlsContext, TlsServerConfig, Transport,
 };
 mod net_support;
 
@@ -860,6 +860,19 @@ fn start_tls_refuses_transports_that_cannot_speak_it() {
     assert!(matches!(err, Err(Error::TransportClosing)), "{err:?}");
 
     let (plain, _) = connect(&lp, port(&server), ConnectOptions::default()).unwrap();
+    let client = TlsContext::from(pki.client());
+    assert!(lp.check_start_tls(&plain, &client, &options()).is_ok());
+    let checked = lp.check_start_tls(&plain, &client, &StartTlsOptions::default());
+    assert!(
+        matches!(
+            checked,
+            Err(Error::InvalidArgument {
+                what: "server_hostname",
+                ..
+            })
+        ),
+        "check_start_tls refuses what start_tls refuses: {checked:?}"
+    );
     let err = run(
         &lp,
         lp.start_tls(&plain, protocol(), pki.client(), StartTlsOptions::default()),

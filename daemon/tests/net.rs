@@ -1079,6 +1079,27 @@ async fn start_tls_upgrades_both_ends_of_a_plain_connection_in_place() {
 }
 
 #[tokio::test]
+async fn a_start_tls_refused_for_its_arguments_sends_no_write_first() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut events = subscribe(&channel, "").await;
+    let (_server_side, client_side, _) = plain_pair(&channel, &mut events).await;
+    let (ca, _, _) = pki();
+    let written = transport(&channel, client_side).await.bytes_written;
+    let mut bad_name = start_tls_client(client_side, "not a name!", &ca);
+    bad_name.write_first = b"go ahead".to_vec();
+    let err = net(&channel)
+        .start_tls(bad_name)
+        .await
+        .expect_err("an invalid server name");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("not a name!"), "{err:?}");
+    let info = transport(&channel, client_side).await;
+    assert_eq!(info.bytes_written, written, "nothing went out in clear");
+    assert_eq!(info.state, pb::TransportState::Open as i32, "{info:?}");
+}
+
+#[tokio::test]
 async fn start_tls_with_the_wrong_server_name_fails_and_closes_the_transport() {
     let daemon = Daemon::start();
     let channel = daemon.channel().await;

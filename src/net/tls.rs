@@ -322,6 +322,40 @@ impl EventLoop {
         }
     }
 
+    /// Whether [`EventLoop::start_tls`] would start with these arguments: the checks it
+    /// makes before it touches the transport, with nothing changed. Fails as `start_tls`
+    /// fails before its handshake. For a caller that writes clear bytes just before the
+    /// upgrade and must not send them if the upgrade is refused.
+    pub fn check_start_tls(
+        &self,
+        transport: &Transport,
+        ssl: &TlsContext,
+        options: &StartTlsOptions,
+    ) -> Result<()> {
+        self.prepare_upgrade(transport, ssl, options).map(drop)
+    }
+
+    /// The checks of an upgrade, and the TLS connection with its two timeouts.
+    fn prepare_upgrade(
+        &self,
+        transport: &Transport,
+        ssl: &TlsContext,
+        options: &StartTlsOptions,
+    ) -> Result<(rustls::Connection, Option<Duration>, Option<Duration>)> {
+        self.check_open()?;
+        transport.inner.check_upgradable()?;
+        let handshake_timeout = positive("ssl_handshake_timeout", options.ssl_handshake_timeout)?;
+        let shutdown_timeout = positive("ssl_shutdown_timeout", options.ssl_shutdown_timeout)?;
+        let conn = match ssl {
+            TlsContext::Client(config) => {
+                let (name, shown) = server_name(options.server_hostname.as_deref(), None)?;
+                client_connection(config, name, &shown)?
+            }
+            TlsContext::Server(config) => server_connection(config)?,
+        };
+        Ok((conn, handshake_timeout, shutdown_timeout))
+    }
+
     fn upgrade(
         &self,
         transport: &Transport,
@@ -329,20 +363,11 @@ impl EventLoop {
         ssl: TlsContext,
         options: StartTlsOptions,
     ) -> Result<Future<Result<()>>> {
-        self.check_open()?;
-        transport.inner.check_upgradable()?;
-        let handshake_timeout = positive("ssl_handshake_timeout", options.ssl_handshake_timeout)?;
-        let shutdown_timeout = positive("ssl_shutdown_timeout", options.ssl_shutdown_timeout)?;
+        let (conn, handshake_timeout, shutdown_timeout) =
+            self.prepare_upgrade(transport, &ssl, &options)?;
         let peer = transport
             .peername()
             .map_or_else(|| "peer".to_string(), |p| p.to_string());
-        let conn = match ssl {
-            TlsContext::Client(config) => {
-                let (name, shown) = server_name(options.server_hostname.as_deref(), None)?;
-                client_connection(&config, name, &shown)?
-            }
-            TlsContext::Server(config) => server_connection(&config)?,
-        };
         let waiter = self.create_future::<Result<()>>()?;
         let session = TlsSession::new(
             conn,

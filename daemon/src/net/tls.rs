@@ -14,7 +14,9 @@
 //!   own "already uses tls" refusal maps to the same error.
 //! - `write_first` goes into the plain write buffer in the same loop step that installs
 //!   TLS, so it leaves in clear before the first TLS record and the peer's answer to it
-//!   can only arrive once the transport expects TLS.
+//!   can only arrive once the transport expects TLS. It is written only after the
+//!   engine's checks passed (`check_start_tls`): a StartTls refused for its arguments (a
+//!   bad server name, a zero timeout) sends nothing.
 
 use std::io;
 use std::rc::Rc;
@@ -51,6 +53,11 @@ impl LoopCtx {
                 return Err(Error::AlreadyTls(id));
             }
             let protocol = transport.get_protocol().ok_or(Error::TransportClosed(id))?;
+            // A refused upgrade must not have sent the clear go-ahead: the peer would
+            // start a handshake nobody answers.
+            self.lp
+                .check_start_tls(&transport, &spec.context, &spec.options)
+                .map_err(|err| start_tls_error(id, spec.options.server_hostname.clone(), err))?;
             if !spec.write_first.is_empty() {
                 transport
                     .write(&spec.write_first)

@@ -123,9 +123,18 @@ async fn servers_are_listed_a_page_at_a_time() {
     assert_eq!(all.len(), ITEMS, "page_size 0 is the default page");
     assert!(next.is_empty(), "{next:?}");
 
-    let (_, token) = list_servers(&channel, "", PAGE, String::new())
+    let (first, token) = list_servers(&channel, "", PAGE, String::new())
         .await
         .unwrap();
+    // "" and "default" name one loop, so a token from one serves the other.
+    let (second, _) = list_servers(&channel, "default", PAGE, token.clone())
+        .await
+        .expect("the empty name's token on `default`");
+    assert_eq!(
+        second.first(),
+        created.get(first.len()),
+        "{first:?} {second:?}"
+    );
     create_loop(&channel, "other").await;
     let other = list_servers(&channel, "other", PAGE, token).await;
     assert_bad_token(other, "another loop's token");

@@ -443,7 +443,13 @@ impl NetService for Api {
         request: Request<pb::ListServersRequest>,
     ) -> Result<Response<pb::ListServersResponse>, Status> {
         let req = request.into_inner();
-        let page = self.page(("ListServers", &req.r#loop), req.page_size, &req.page_token)?;
+        let page = self.page(
+            "ListServers",
+            &req.r#loop,
+            (),
+            req.page_size,
+            &req.page_token,
+        )?;
         let (servers, next) = self
             .on_loop(&req.r#loop, move |ctx| Ok(ctx.net_list_servers(page)))
             .await?;
@@ -534,8 +540,14 @@ impl NetService for Api {
     ) -> Result<Response<pb::ListTransportsResponse>, Status> {
         let req = request.into_inner();
         let (server_id, closed) = (req.server_id, req.include_closed);
-        let query = ("ListTransports", &req.r#loop, server_id, closed);
-        let page = self.page(query, req.page_size, &req.page_token)?;
+        let (size, token) = (req.page_size, &req.page_token);
+        let page = self.page(
+            "ListTransports",
+            &req.r#loop,
+            (server_id, closed),
+            size,
+            token,
+        )?;
         let (transports, next) = self
             .on_loop(&req.r#loop, move |ctx| {
                 Ok(ctx.net_list_transports(page, server_id, closed))
@@ -754,8 +766,8 @@ impl NetService for Api {
     ) -> Result<Response<pb::ListDatagramEndpointsResponse>, Status> {
         let req = request.into_inner();
         let closed = req.include_closed;
-        let query = ("ListDatagramEndpoints", &req.r#loop, closed);
-        let page = self.page(query, req.page_size, &req.page_token)?;
+        let (size, token) = (req.page_size, &req.page_token);
+        let page = self.page("ListDatagramEndpoints", &req.r#loop, closed, size, token)?;
         let (endpoints, next) = self
             .on_loop(&req.r#loop, move |ctx| {
                 Ok(ctx.net_list_endpoints(page, closed))

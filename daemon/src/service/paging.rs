@@ -8,9 +8,9 @@
 //! # Invariants
 //! - Items come by ascending id; a token names the last id returned, so items created or
 //!   forgotten between pages neither repeat nor shift the walk.
-//! - A token carries a hash of its query (the RPC and every filter of the request, but not
-//!   the page size): a token from another query, or one that does not parse, is
-//!   INVALID_ARGUMENT naming `page_token`.
+//! - A token carries a hash of its query (the RPC, the loop, where the empty name is
+//!   `default`, and every filter of the request, but not the page size): a token from
+//!   another query, or one that does not parse, is INVALID_ARGUMENT naming `page_token`.
 //! - The last page has an empty token: a token is only given when another item follows.
 //! - A page also ends early rather than pass its byte budget ([`Page::within`], 7/8 of
 //!   the daemon's message limit), so a list of big items (long argvs, big payloads) never
@@ -104,10 +104,23 @@ impl Page {
 }
 
 impl super::Api {
-    /// The page a list request asks for, within the daemon's message limit. Fails as
-    /// [`Page::new`].
-    pub(super) fn page(&self, query: impl Hash, page_size: u32, page_token: &str) -> Result<Page> {
-        let page = Page::new(query, page_size, page_token)?;
+    /// The page a list request of `rpc` on `loop_name` asks for, within the daemon's
+    /// message limit; `filters` are the request's other query fields. The empty loop name
+    /// and `default` are one loop, and one query. Fails as [`Page::new`].
+    pub(super) fn page(
+        &self,
+        rpc: &'static str,
+        loop_name: &str,
+        filters: impl Hash,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<Page> {
+        let loop_name = if loop_name.is_empty() {
+            crate::loops::DEFAULT_LOOP
+        } else {
+            loop_name
+        };
+        let page = Page::new((rpc, loop_name, filters), page_size, page_token)?;
         Ok(page.within(self.limits().max_message_bytes))
     }
 }

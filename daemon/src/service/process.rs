@@ -200,8 +200,13 @@ impl ProcessService for Api {
         request: Request<pb::ListProcessesRequest>,
     ) -> Result<Response<pb::ListProcessesResponse>, Status> {
         let req = request.into_inner();
-        let query = ("ListProcesses", &req.r#loop);
-        let page = self.page(query, req.page_size, &req.page_token)?;
+        let page = self.page(
+            "ListProcesses",
+            &req.r#loop,
+            (),
+            req.page_size,
+            &req.page_token,
+        )?;
         let shared = self.daemon.registry.get(&req.r#loop)?;
         let (processes, next) = shared.call(move |ctx| Ok(process::list(ctx, page))).await?;
         Ok(Response::new(pb::ListProcessesResponse {

@@ -235,8 +235,9 @@ impl SchedulerService for Api {
     ) -> Result<Response<pb::ListHandlesResponse>, Status> {
         let req = request.into_inner();
         check_handle_filter(&req.states, req.kind)?;
-        let query = ("ListHandles", &req.r#loop, &req.states, req.kind);
-        let page = self.page(query, req.page_size, &req.page_token)?;
+        let filters = (&req.states, req.kind);
+        let (size, token) = (req.page_size, &req.page_token);
+        let page = self.page("ListHandles", &req.r#loop, filters, size, token)?;
         let shared = self.daemon.registry.get(&req.r#loop)?;
         let (states, kind) = (req.states, req.kind);
         let (handles, next) = shared

@@ -670,9 +670,18 @@ mod tests {
             .cancel();
         lp.call_at_loop_time(clock::to_secs(now + 10 * SECOND), || {})
             .unwrap();
+        // The loop time in seconds (f64) comes back to nanoseconds within a rounding step,
+        // which depends on the clock's value (the machine's uptime): compare with the
+        // same round trip.
+        let at = clock::time_from_secs(clock::to_secs(now + 10 * SECOND)).unwrap();
+        assert!(at.abs_diff(now + 10 * SECOND) < 1_000, "{at} vs {now}");
         let (timeout, deadline) = lp.poll_timeout(now);
-        assert_eq!(deadline, Some(now + 10 * SECOND));
-        assert_eq!(timeout, Some(Duration::from_secs(10)));
+        assert_eq!(
+            deadline,
+            Some(at),
+            "the live 10 s timer, not the cancelled 1 s one"
+        );
+        assert_eq!(timeout, Some(Duration::from_nanos(at - now)));
     }
 
     #[test]

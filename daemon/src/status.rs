@@ -383,19 +383,13 @@ fn os_code(err: &std::io::Error) -> Option<Code> {
     }
 }
 
-/// A failed spawn or open: a program (or path) that is not there is NOT_FOUND, one that
-/// may not be used PERMISSION_DENIED.
+/// A failed spawn or open: as [`os_code`], and a file that is no program, a path through
+/// a non-directory or arguments too long are INVALID_ARGUMENT too.
 fn spawn_code(err: &std::io::Error) -> Code {
-    match err.kind() {
-        std::io::ErrorKind::NotFound => Code::NotFound,
-        std::io::ErrorKind::PermissionDenied => Code::PermissionDenied,
-        _ => match err.raw_os_error() {
-            Some(libc::ENOEXEC | libc::ENOTDIR | libc::E2BIG | libc::ENAMETOOLONG) => {
-                Code::InvalidArgument
-            }
-            _ => Code::Internal,
-        },
-    }
+    os_code(err).unwrap_or(match err.raw_os_error() {
+        Some(libc::ENOEXEC | libc::ENOTDIR | libc::E2BIG) => Code::InvalidArgument,
+        _ => Code::Internal,
+    })
 }
 
 impl From<Error> for Status {

@@ -10,7 +10,7 @@ use loopd_proto::{
 };
 use pb::call_later_request::After;
 use prost::Message;
-use support::{Daemon, emit};
+use support::{Daemon, emit, tcp_server};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -542,24 +542,11 @@ const CLOSED: &str = "shut";
 async fn fixtures(channel: &Channel) -> Fixtures {
     use loopd_proto::{NetServiceClient, ProcessServiceClient};
     let mut net = NetServiceClient::new(channel.clone());
-    let server = net
-        .create_server(pb::CreateServerRequest {
-            hosts: vec!["127.0.0.1".into()],
-            ..Default::default()
-        })
-        .await
-        .expect("CreateServer")
-        .into_inner()
-        .server
-        .expect("server");
-    let port = match server.addresses.first().and_then(|a| a.kind.as_ref()) {
-        Some(pb::net_address::Kind::Inet(inet)) => inet.port,
-        other => panic!("server address {other:?}"),
-    };
+    let (server_id, port) = tcp_server(channel, pb::ServerProtocol::Unspecified, 0).await;
     let transport_id = net
         .open_connection(pb::OpenConnectionRequest {
             host: "127.0.0.1".into(),
-            port,
+            port: port.into(),
             ..Default::default()
         })
         .await
@@ -624,7 +611,7 @@ async fn fixtures(channel: &Channel) -> Fixtures {
         .expect("CreateLoop");
     support::stop_and_close(&mut loops, CLOSED).await;
     Fixtures {
-        server_id: server.server_id,
+        server_id,
         transport_id,
         endpoint_id,
         process_id,

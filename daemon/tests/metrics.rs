@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use loopd_client::{Client, Command};
 use loopd_proto::pb;
 use loopd_proto::{DaemonServiceClient, NetServiceClient};
-use support::{Daemon, WAIT};
+use support::{Daemon, WAIT, port_of, tcp_server};
 use tonic::transport::Channel;
 
 /// The default loop's metrics.
@@ -44,14 +44,6 @@ async fn metrics_until(
     }
 }
 
-/// The port of an inet address.
-fn port_of(address: Option<&pb::NetAddress>) -> u16 {
-    match address.and_then(|a| a.kind.as_ref()) {
-        Some(pb::net_address::Kind::Inet(inet)) => inet.port as u16,
-        other => panic!("not an inet address: {other:?}"),
-    }
-}
-
 /// The networking and process figures (fields 17 and up), in proto order.
 fn figures(m: &pb::LoopMetrics) -> [u64; 12] {
     [
@@ -79,18 +71,7 @@ async fn a_tcp_echo_is_counted_in_servers_transports_and_bytes() {
         [0; 12],
         "a new loop"
     );
-    let server = NetServiceClient::new(channel.clone())
-        .create_server(pb::CreateServerRequest {
-            hosts: vec!["127.0.0.1".into()],
-            protocol: pb::ServerProtocol::Echo as i32,
-            ..Default::default()
-        })
-        .await
-        .expect("CreateServer")
-        .into_inner()
-        .server
-        .expect("server");
-    let port = port_of(server.addresses.first());
+    let (_, port) = tcp_server(&channel, pb::ServerProtocol::Echo, 0).await;
     let m = default_loop(&channel).await;
     assert_eq!((m.open_servers, m.open_transports), (1, 0));
 

@@ -14,7 +14,7 @@ use loopd_proto::pb;
 use loopd_proto::{NetServiceClient, SchedulerServiceClient};
 use pb::event::Kind;
 use sha2::{Digest, Sha256};
-use support::{Daemon, WAIT, collect, subscribe};
+use support::{Daemon, WAIT, collect, port_of, subscribe, tcp_server};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
@@ -23,28 +23,6 @@ fn net(channel: &Channel) -> NetServiceClient<Channel> {
     NetServiceClient::new(channel.clone())
         .max_decoding_message_size(8 << 20)
         .max_encoding_message_size(8 << 20)
-}
-
-/// A server on 127.0.0.1 with a free port; returns its id and port.
-async fn tcp_server(channel: &Channel, protocol: pb::ServerProtocol, window: u64) -> (u64, u16) {
-    let server = net(channel)
-        .create_server(pb::CreateServerRequest {
-            hosts: vec!["127.0.0.1".into()],
-            protocol: protocol as i32,
-            stream_window_bytes: window,
-            ..Default::default()
-        })
-        .await
-        .expect("CreateServer")
-        .into_inner()
-        .server
-        .expect("server");
-    let port = match &server.addresses[0].kind {
-        Some(pb::net_address::Kind::Inet(inet)) => inet.port as u16,
-        other => panic!("not an inet address: {other:?}"),
-    };
-    assert_ne!(port, 0, "a free port was bound");
-    (server.server_id, port)
 }
 
 fn peer(port: u16) -> TcpStream {
@@ -634,10 +612,7 @@ async fn tls_echo_server(channel: &Channel, cert: &str, key: &str) -> pb::Server
 
 /// The port of a server's first (TCP) address.
 fn inet_port(server: &pb::ServerInfo) -> u32 {
-    match &server.addresses[0].kind {
-        Some(pb::net_address::Kind::Inet(inet)) => inet.port,
-        other => panic!("not inet: {other:?}"),
-    }
+    port_of(server.addresses.first()).into()
 }
 
 /// OpenConnection over TLS to 127.0.0.1:`port`, expecting the certificate to name `name`

@@ -12,7 +12,7 @@ use std::time::Duration;
 use loopd_client::{Client, Command};
 use loopd_proto::pb;
 use loopd_proto::{LoopServiceClient, NetServiceClient, ProcessServiceClient};
-use support::{Daemon, WAIT};
+use support::{Daemon, WAIT, tcp_server};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -89,23 +89,9 @@ async fn list_servers(channel: &Channel, loop_name: &str, size: u32, token: Stri
     Ok((ids, r.next_page_token))
 }
 
-/// A server on 127.0.0.1 with a free port: its id and port.
+/// An echo server on 127.0.0.1 with a free port: its id and port.
 async fn echo_server(channel: &Channel) -> (u64, u16) {
-    let server = net(channel)
-        .create_server(pb::CreateServerRequest {
-            hosts: vec!["127.0.0.1".into()],
-            protocol: pb::ServerProtocol::Echo as i32,
-            ..Default::default()
-        })
-        .await
-        .expect("CreateServer")
-        .into_inner()
-        .server
-        .expect("server");
-    match &server.addresses[0].kind {
-        Some(pb::net_address::Kind::Inet(inet)) => (server.server_id, inet.port as u16),
-        other => panic!("not an inet address: {other:?}"),
-    }
+    tcp_server(channel, pb::ServerProtocol::Echo, 0).await
 }
 
 #[tokio::test]

@@ -187,6 +187,38 @@ pub async fn connect(path: &Path) -> Channel {
         .expect("connect to loopd")
 }
 
+/// The port of an inet address; panics on any other.
+pub fn port_of(address: Option<&pb::NetAddress>) -> u16 {
+    match address.and_then(|a| a.kind.as_ref()) {
+        Some(pb::net_address::Kind::Inet(inet)) => inet.port as u16,
+        other => panic!("not an inet address: {other:?}"),
+    }
+}
+
+/// A server on 127.0.0.1 with a free port running `protocol`, with a stream window of
+/// `window` bytes (0: the daemon's default); returns its id and port.
+pub async fn tcp_server(
+    channel: &Channel,
+    protocol: pb::ServerProtocol,
+    window: u64,
+) -> (u64, u16) {
+    let server = loopd_proto::NetServiceClient::new(channel.clone())
+        .create_server(pb::CreateServerRequest {
+            hosts: vec!["127.0.0.1".into()],
+            protocol: protocol as i32,
+            stream_window_bytes: window,
+            ..Default::default()
+        })
+        .await
+        .expect("CreateServer")
+        .into_inner()
+        .server
+        .expect("server");
+    let port = port_of(server.addresses.first());
+    assert_ne!(port, 0, "a free port was bound");
+    (server.server_id, port)
+}
+
 /// An EmitEvent action with `tag`.
 pub fn emit(tag: &str) -> Option<pb::Action> {
     Some(pb::Action {

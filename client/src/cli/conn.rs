@@ -15,7 +15,7 @@ use tokio::io::AsyncReadExt;
 
 use super::output::{self, Table};
 use super::server::absolute;
-use super::{Ctx, LoopArg, args};
+use super::{Ctx, LoopArg, PageArg, args};
 
 /// Credit a reader keeps granted: bytes in flight from the daemon.
 const READ_WINDOW: u64 = 8 << 20;
@@ -157,9 +157,8 @@ pub struct LsArgs {
     /// Also list closed transports the daemon remembers.
     #[arg(long)]
     all: bool,
-    /// Items per request to the daemon; every page is shown. 0: the daemon's default.
-    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
-    page_size: u32,
+    #[command(flatten)]
+    page: PageArg,
     #[command(flatten)]
     r#loop: LoopArg,
 }
@@ -262,7 +261,7 @@ impl ConnCommand {
             }
             ConnCommand::Ls(a) => {
                 let (client, name) = (&client, a.r#loop.name.as_str());
-                all_pages(a.page_size, move |page| {
+                all_pages(a.page.page_size, move |page| {
                     client.list_transports_page(name, a.server, a.all, page)
                 })
                 .await?
@@ -363,16 +362,13 @@ fn table(transports: &[TransportInfo]) -> Table {
     let mut table = Table::new(&[
         "ID", "STATE", "SERVER", "PEER", "LOCAL", "IN", "OUT", "BUFFERED", "READING",
     ]);
-    let addr = |a: &Option<loopd_client::NetAddress>| {
-        a.as_ref().map_or_else(|| "-".into(), ToString::to_string)
-    };
     for t in transports {
         table.row(vec![
             t.transport_id.to_string(),
             t.state.to_string(),
-            t.server_id.map_or_else(|| "-".into(), |s| s.to_string()),
-            addr(&t.peername),
-            addr(&t.sockname),
+            output::or_dash(t.server_id.as_ref()),
+            output::or_dash(t.peername.as_ref()),
+            output::or_dash(t.sockname.as_ref()),
             t.bytes_received.to_string(),
             t.bytes_written.to_string(),
             t.stream_buffered.to_string(),
@@ -421,7 +417,6 @@ fn to_json(t: &TransportInfo) -> Value {
 
 /// The details of a net event, for `loopctl events`.
 pub fn event_text(event: &NetEvent) -> String {
-    let addr = |a: &Option<NetAddress>| a.as_ref().map_or_else(|| "-".into(), ToString::to_string);
     match event {
         NetEvent::ConnectionMade {
             transport_id,
@@ -429,7 +424,10 @@ pub fn event_text(event: &NetEvent) -> String {
             peername,
         } => {
             let server = server_id.map_or_else(String::new, |s| format!(" server={s}"));
-            format!("transport={transport_id}{server} peer={}", addr(peername))
+            format!(
+                "transport={transport_id}{server} peer={}",
+                output::or_dash(peername.as_ref())
+            )
         }
         NetEvent::DataReceived {
             transport_id,
@@ -461,7 +459,7 @@ pub fn event_text(event: &NetEvent) -> String {
             data,
         } => format!(
             "endpoint={endpoint_id} from={} data=\"{}\"",
-            addr(from),
+            output::or_dash(from.as_ref()),
             output::bytes(data)
         ),
         NetEvent::ErrorReceived { endpoint_id, error } => {

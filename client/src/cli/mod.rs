@@ -69,6 +69,14 @@ fn parse_target(s: &str) -> Result<Target, String> {
     s.parse().map_err(|e: loopd_client::Error| e.to_string())
 }
 
+/// How many items a list command asks the daemon for at a time; it shows every page.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct PageArg {
+    /// Items per request to the daemon; every page is shown. 0: the daemon's default.
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub page_size: u32,
+}
+
 /// The loop a command acts on.
 #[derive(Debug, Clone, Args)]
 pub struct LoopArg {

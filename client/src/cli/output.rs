@@ -144,6 +144,11 @@ pub fn loop_time(t: f64) -> String {
     format!("{t:.6}")
 }
 
+/// An optional value for people: `-` if unset.
+pub fn or_dash(value: Option<&impl ToString>) -> String {
+    value.map_or_else(|| "-".into(), ToString::to_string)
+}
+
 /// An optional loop time; `-` if unset.
 pub fn opt_loop_time(t: Option<f64>) -> String {
     t.map_or_else(|| "-".into(), loop_time)

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::output::{self, Table};
 use super::run::CommandArgs;
-use super::{Ctx, LoopArg, args};
+use super::{Ctx, LoopArg, PageArg, args};
 
 /// Start, inspect, signal and wait for processes run by the daemon.
 #[derive(Debug, Subcommand)]
@@ -68,9 +68,8 @@ pub struct SpawnArgs {
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
-    /// Items per request to the daemon; every page is shown. 0: the daemon's default.
-    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
-    page_size: u32,
+    #[command(flatten)]
+    page: PageArg,
     #[command(flatten)]
     r#loop: LoopArg,
 }
@@ -157,7 +156,7 @@ impl ProcCommand {
             }
             ProcCommand::Ls(a) => {
                 let (client, name) = (&client, a.r#loop.name.as_str());
-                let procs = all_pages(a.page_size, move |page| {
+                let procs = all_pages(a.page.page_size, move |page| {
                     client.list_processes_page(name, page)
                 })
                 .await?;

@@ -10,7 +10,7 @@ use loopd_client::{
 use serde_json::{Value, json};
 
 use super::output::{self, Table};
-use super::{Ctx, LoopArg};
+use super::{Ctx, LoopArg, PageArg};
 
 /// Create, list and close servers.
 #[derive(Debug, Subcommand)]
@@ -88,9 +88,8 @@ pub struct CreateArgs {
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
-    /// Items per request to the daemon; every page is shown. 0: the daemon's default.
-    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
-    page_size: u32,
+    #[command(flatten)]
+    page: PageArg,
     #[command(flatten)]
     r#loop: LoopArg,
 }
@@ -160,7 +159,7 @@ impl ServerCommand {
             }
             ServerCommand::Ls(a) => {
                 let (client, name) = (&client, a.r#loop.name.as_str());
-                all_pages(a.page_size, move |page| {
+                all_pages(a.page.page_size, move |page| {
                     client.list_servers_page(name, page)
                 })
                 .await?

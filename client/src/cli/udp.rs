@@ -12,7 +12,7 @@ use tokio_stream::StreamExt;
 
 use super::output::{self, Table};
 use super::server::absolute;
-use super::{Ctx, LoopArg};
+use super::{Ctx, LoopArg, PageArg};
 
 /// Bind, send to and receive from UDP endpoints.
 #[derive(Debug, Subcommand)]
@@ -57,9 +57,8 @@ pub struct LsArgs {
     /// Also list closed endpoints the daemon remembers.
     #[arg(long)]
     all: bool,
-    /// Items per request to the daemon; every page is shown. 0: the daemon's default.
-    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
-    page_size: u32,
+    #[command(flatten)]
+    page: PageArg,
     #[command(flatten)]
     r#loop: LoopArg,
 }
@@ -136,16 +135,11 @@ fn print(ctx: &mut Ctx<'_>, e: &EndpointInfo) -> Result<()> {
     if ctx.out.json {
         ctx.out.json_line(&to_json(e))?;
     } else {
-        let local = shown(&e.sockname);
+        let local = output::or_dash(e.sockname.as_ref());
         ctx.out
             .line(&format!("endpoint {} on {local}", e.endpoint_id))?;
     }
     Ok(())
-}
-
-/// An address for people: `-` when there is none.
-fn shown(a: &Option<NetAddress>) -> String {
-    a.as_ref().map_or_else(|| "-".into(), ToString::to_string)
 }
 
 fn table(endpoints: &[EndpointInfo]) -> Table {
@@ -164,8 +158,8 @@ fn table(endpoints: &[EndpointInfo]) -> Table {
         table.row(vec![
             e.endpoint_id.to_string(),
             e.state.to_string(),
-            shown(&e.sockname),
-            shown(&e.peername),
+            output::or_dash(e.sockname.as_ref()),
+            output::or_dash(e.peername.as_ref()),
             e.datagrams_received.to_string(),
             e.bytes_received.to_string(),
             e.datagrams_sent.to_string(),
@@ -240,7 +234,7 @@ impl UdpCommand {
             }
             UdpCommand::Ls(a) => {
                 let (client, name) = (&client, a.r#loop.name.as_str());
-                let endpoints = all_pages(a.page_size, move |page| {
+                let endpoints = all_pages(a.page.page_size, move |page| {
                     client.list_datagram_endpoints_page(name, a.all, page)
                 })
                 .await?;
@@ -268,7 +262,7 @@ impl UdpCommand {
                         event?.body
                     {
                         seen += 1;
-                        let from = addr.map_or_else(|| "-".into(), |a| a.to_string());
+                        let from = output::or_dash(addr.as_ref());
                         if ctx.out.json {
                             let mut o = output::object(json!({"from": from}));
                             output::insert_bytes(&mut o, "data", &data);

@@ -53,12 +53,14 @@ impl LoopCtx {
                 return Err(Error::AlreadyTls(id));
             }
             let protocol = transport.get_protocol().ok_or(Error::TransportClosed(id))?;
-            // A refused upgrade must not have sent the clear go-ahead: the peer would
-            // start a handshake nobody answers.
-            self.lp
-                .check_start_tls(&transport, &spec.context, &spec.options)
-                .map_err(|err| start_tls_error(id, spec.options.server_hostname.clone(), err))?;
             if !spec.write_first.is_empty() {
+                // A refused upgrade must not have sent the clear go-ahead: the peer would
+                // start a handshake nobody answers. (Without it, start_tls's own checks
+                // suffice: nothing was written.)
+                let name = spec.options.server_hostname.clone();
+                self.lp
+                    .check_start_tls(&transport, &spec.context, &spec.options)
+                    .map_err(|err| start_tls_error(id, name, err))?;
                 transport
                     .write(&spec.write_first)
                     .map_err(|source| Error::TransportWrite { id, source })?;

@@ -63,12 +63,20 @@ pub(crate) fn next_token(wire: String) -> Option<String> {
 /// # Ok(())
 /// # }
 /// ```
-pub async fn all_pages<T, F, Fut>(page_size: u32, mut fetch: F) -> Result<Vec<T>>
+pub async fn all_pages<T, F, Fut>(page_size: u32, fetch: F) -> Result<Vec<T>>
 where
     F: FnMut(PageRequest) -> Fut,
     Fut: Future<Output = Result<Page<T>>>,
 {
-    let mut request = PageRequest::first(page_size);
+    pages_from(PageRequest::first(page_size), fetch).await
+}
+
+/// The items of `request`'s page and of every page after it, as [`all_pages`].
+pub(crate) async fn pages_from<T, F, Fut>(mut request: PageRequest, mut fetch: F) -> Result<Vec<T>>
+where
+    F: FnMut(PageRequest) -> Fut,
+    Fut: Future<Output = Result<Page<T>>>,
+{
     let mut items = Vec::new();
     loop {
         let page = fetch(request.clone()).await?;

@@ -18,6 +18,7 @@ use crate::client::Client;
 use crate::convert::{required, system_time, to_wire_duration, to_wire_time};
 use crate::error::{Error, Result};
 use crate::ids::{FutureId, HandleId, ProcessId};
+use crate::paging::{Page, PageRequest, pages_from};
 use crate::process::Command;
 
 /// What a handle does when the loop runs it: loopd's closed set of remote callbacks.
@@ -749,16 +750,25 @@ impl Client {
         loop_name: &str,
         filter: &HandleFilter,
     ) -> Result<Vec<HandleInfo>> {
-        let mut filter = filter.clone();
-        let mut handles = Vec::new();
-        loop {
-            let page = self.list_handles(loop_name, &filter).await?;
-            handles.extend(page.handles);
-            match page.next_page_token {
-                Some(token) => filter.page_token = Some(token),
-                None => return Ok(handles),
+        let first = PageRequest {
+            page_size: filter.page_size,
+            page_token: filter.page_token.clone(),
+        };
+        pages_from(first, |page| {
+            let filter = HandleFilter {
+                page_size: page.page_size,
+                page_token: page.page_token,
+                ..filter.clone()
+            };
+            async move {
+                let page = self.list_handles(loop_name, &filter).await?;
+                Ok(Page {
+                    items: page.handles,
+                    next_page_token: page.next_page_token,
+                })
             }
-        }
+        })
+        .await
     }
 }
 
